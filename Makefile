@@ -1,0 +1,36 @@
+# Two commands: `make demo` (set up, then run the main job on real Fashion-MNIST) and `make test`.
+# Setup is idempotent: the venv is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.edgebnn-installed
+EDGEBNN := $(VENV)/bin/edgebnn
+
+.PHONY: demo test setup system-data system-test lint clean-venv
+
+demo: setup system-data
+	$(EDGEBNN) pipeline
+
+test: setup system-data system-test
+	$(VENV)/bin/python -m pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian packages: the dataset for the demo; qemu/debootstrap/sshd for the emulated-Pi tests.
+system-data:
+	@bash scripts/ensure-system.sh data
+
+system-test:
+	@bash scripts/ensure-system.sh test
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean-venv:
+	rm -rf $(VENV)

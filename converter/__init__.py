@@ -1,0 +1,1 @@
+"""Conversion of binary networks: ONNX -> Larq Compute Engine / TFLite, audit, verification, embedding."""

@@ -1,0 +1,5 @@
+import sys
+
+from edgebnn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages edgebnn needs, only when they are missing (so a second run costs
+# nothing). As root it runs apt-get; otherwise it prints the exact command and exits 2.
+set -euo pipefail
+
+need_packages() {  # prints the packages among "$@" that are not installed
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || echo "$package"
+  done
+}
+
+install_packages() {
+  local missing
+  missing=$(need_packages "$@")
+  [ -z "$missing" ] && return 0
+  # shellcheck disable=SC2086
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "edgebnn: missing Debian packages: $missing" >&2
+    echo "edgebnn: install them with: sudo apt-get update && sudo apt-get install -y $missing" >&2
+    exit 2
+  fi
+  echo "edgebnn: installing Debian packages: $missing"
+  # shellcheck disable=SC2086
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing; } >/dev/null
+}
+
+case "${1:-}" in
+  data) install_packages dataset-fashion-mnist ;;
+  test) install_packages dataset-fashion-mnist ;;
+  *) echo "usage: $0 data|test" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Training of binary neural networks: data, binarizers (incl. LNS), model zoo, training loop."""

@@ -1,0 +1,7 @@
+"""User-facing errors of the trainer stage: the CLI prints them in one line and exits with exit_code."""
+
+
+class TrainerError(Exception):
+    """A problem with the user's input or environment, not a bug: exit code 2, no traceback."""
+
+    exit_code = 2
