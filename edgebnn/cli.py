@@ -16,7 +16,17 @@ import importlib
 import os
 import sys
 
-STAGE_CLIS = ("trainer.cli", "converter.cli", "runtime.cli", "devices.cli")
+# Stage CLIs, then the cross-stage commands (which may import several stages).
+STAGE_CLIS = (
+    "trainer.cli",  # data, train
+    "trainer.cli_export",  # export
+    "converter.cli",
+    "runtime.cli",  # bench
+    "devices.cli",  # devices
+    "edgebnn.convert_cmds",  # convert, verify, summary (converter + trainer data/checkpoints)
+    "edgebnn.estimate_cmd",  # estimate (runtime cost model + zoo + converter)
+    "edgebnn.pipeline_cmd",  # pipeline (everything)
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
