@@ -1,4 +1,4 @@
-"""CLI glue (stub until implemented)."""
+"""``edgebnn pipeline``: the whole product in one command (what ``make demo`` runs)."""
 
 from __future__ import annotations
 
@@ -6,4 +6,36 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the subcommands of this module. Heavy imports belong inside the handlers."""
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="train (baseline, LNS, plain fine-tuning) -> export -> convert -> verify -> bench -> report",
+        description="Fashion-MNIST -> baseline BNN -> LNS fine-tuning and the plain fine-tuning control -> "
+        "ONNX -> LCE .tflite and float TFLite -> verification on the test set -> latency on this host -> "
+        "report.md. Stages whose outputs are current are skipped; interrupted training resumes.",
+    )
+    parser.add_argument("--config", help="TOML file overriding the defaults (see docs/pipeline.md)")
+    parser.add_argument(
+        "--full", action="store_true", help="the complete study's budget (15 + 2 + 10 epochs)"
+    )
+    parser.add_argument("--out", help="run folder (default runs/demo, or runs/full with --full)")
+    parser.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's)")
+    parser.add_argument("--threads", type=int, help="torch threads for training (default: all cores)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgebnn.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+    config = (
+        PipelineConfig.from_toml(args.config, full=args.full)
+        if args.config
+        else (PipelineConfig.full() if args.full else PipelineConfig())
+    )
+    overrides = {"out": args.out, "data_dir": args.data_dir, "threads": args.threads}
+    config = config.merged(
+        {key: value for key, value in overrides.items() if value is not None}, source="command line"
+    )
+    if config.threads is not None and config.threads < 1:
+        raise PipelineError("--threads must be >= 1")
+    run_pipeline(config)
+    return 0
