@@ -1,1 +1,31 @@
-"""Conversion of binary networks: ONNX -> Larq Compute Engine / TFLite, audit, verification, embedding."""
+"""Conversion of binary networks: ONNX -> Larq Compute Engine / TFLite, audit, verification, embedding.
+
+    >>> import converter
+    >>> flatbuffer = converter.convert("model.onnx", input_shape=(1, 28, 28))  # doctest: +SKIP
+    >>> print(converter.audit(flatbuffer).headline)  # doctest: +SKIP
+    >>> converter.verify("model.onnx", flatbuffer, inputs).passed  # doctest: +SKIP
+
+The names below are imported on first use so that ``import converter`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "convert": "converter.convert",
+    "convert_with_report": "converter.convert",
+    "audit": "converter.audit",
+    "summarize_onnx": "converter.audit",
+    "verify": "converter.verify",
+    "VerifyResult": "converter.verify",
+    "embed_c": "converter.embed",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'converter' has no attribute {name!r}")

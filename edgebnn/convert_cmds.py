@@ -1,9 +1,303 @@
-"""CLI glue (stub until implemented)."""
+"""``edgebnn convert``, ``edgebnn verify`` and ``edgebnn summary``: the converter plus trainer data/checkpoints.
+
+    edgebnn convert model.onnx -o model.tflite                    # LCE, audit, quick verify
+    edgebnn convert model.onnx -o model.tflite --target tflite --int8 --calibration-data fashion-mnist
+    edgebnn convert run/best.pt -o model.tflite --embed c          # + model.h, model.c, model.json
+    edgebnn verify model.onnx model.tflite --data fashion-mnist --n 1000
+    edgebnn summary model.onnx | model.tflite | checkpoint.pt
+
+Exit codes: 0 ok, 1 verification below its thresholds, 2 bad input (one-line message).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+QUICK_VERIFY_SAMPLES = 16
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the subcommands of this module. Heavy imports belong inside the handlers."""
+    """Add ``convert``, ``verify`` and ``summary``. Heavy imports happen inside the handlers."""
+    convert = subparsers.add_parser(
+        "convert",
+        help="convert an ONNX model or checkpoint to an LCE (or TFLite) flatbuffer",
+        description="Convert an ONNX BNN (or an edgebnn checkpoint) to a Larq Compute Engine .tflite "
+        "with bit-packed binary convolutions, print its audit and check it against ONNX Runtime.",
+    )
+    convert.add_argument("model", help="model.onnx, or an edgebnn checkpoint (.pt)")
+    convert.add_argument("-o", "--output", required=True, help="output .tflite path (written atomically)")
+    convert.add_argument("--target", choices=("lce", "tflite"), default="lce", help="default: lce")
+    convert.add_argument("--int8", action="store_true", help="full-integer quantisation (target tflite)")
+    convert.add_argument("--calibration-data", metavar="NAME", help="dataset name or a .npy of NCHW inputs")
+    convert.add_argument("--calibration-samples", type=int, default=256, metavar="N", help="default: 256")
+    convert.add_argument("--data-dir", help="folder of the calibration dataset")
+    convert.add_argument("--input-shape", help="C,H,W (or N,C,H,W) for models with dynamic sizes")
+    convert.add_argument("--embed", choices=("c",), help="also write NAME.h, NAME.c and NAME.json")
+    convert.add_argument("--no-verify", action="store_true", help="skip the quick ONNX Runtime comparison")
+    convert.set_defaults(func=run_convert)
+
+    verify = subparsers.add_parser(
+        "verify",
+        help="compare a converted model with its ONNX source",
+        description="Run the same inputs through ONNX Runtime and the LCE interpreter; exit 1 when "
+        "top-1 agreement or the logit difference misses its threshold.",
+    )
+    verify.add_argument("onnx", help="the source model.onnx")
+    verify.add_argument("tflite", help="the converted model.tflite")
+    source = verify.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="NAME", help="real test images (fashion-mnist, cifar10, synthetic)")
+    source.add_argument("--random", type=int, metavar="N", help="N random normal inputs (default: 64)")
+    verify.add_argument("--data-dir", help="folder of the dataset")
+    verify.add_argument("--n", type=int, default=1000, help="test images with --data (default: 1000)")
+    verify.add_argument("--input-shape", help="C,H,W for models with dynamic sizes")
+    verify.add_argument(
+        "--min-agreement", type=float, help="top-1 agreement threshold (default 0.999; int8 0.95)"
+    )
+    verify.add_argument(
+        "--rtol", type=float, help="mean |diff| / logit scale threshold (default 1e-3; int8 0.1)"
+    )
+    verify.add_argument("--seed", type=int, default=0, help="seed of --random inputs")
+    verify.set_defaults(func=run_verify)
+
+    summary = subparsers.add_parser(
+        "summary",
+        help="per-layer table of an ONNX model or checkpoint, or the audit of a .tflite",
+        description="For .onnx and checkpoints: 1-bit/32-bit parameters, memory and binary/float MACs "
+        "per layer. For .tflite: op histogram, LceBconv2d count, packed weights, compression ratio.",
+    )
+    summary.add_argument("file", help="model.onnx, model.tflite or an edgebnn checkpoint (.pt)")
+    summary.add_argument("--input-shape", help="C,H,W for ONNX models with dynamic sizes")
+    summary.set_defaults(func=run_summary)
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    from converter.errors import ConverterError
+
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConverterError(
+            f"--input-shape {text!r} is not a comma-separated list of sizes like 1,28,28"
+        ) from None
+    if not shape or any(size <= 0 for size in shape):
+        raise ConverterError(f"--input-shape {text!r} needs positive sizes like 1,28,28")
+    return shape
+
+
+def file_kind(path: str) -> str:
+    """'tflite', 'checkpoint' or 'onnx', from the bytes (and the suffix for checkpoints)."""
+    from converter.errors import ConverterError
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConverterError(f"{path} does not exist or is not a file")
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if file.suffix in CHECKPOINT_SUFFIXES or head[:4] == b"PK\x03\x04":
+        return "checkpoint"
+    return "onnx"
+
+
+def load_model(path: str):
+    """An ONNX model from an .onnx file or, via trainer.export, from a checkpoint."""
+    from converter.errors import ConverterError
+    from converter.graph import load_onnx
+
+    kind = file_kind(path)
+    if kind == "tflite":
+        raise ConverterError(f"{path} is already a .tflite flatbuffer; give the .onnx model or checkpoint")
+    if kind == "checkpoint":
+        from trainer.export import export_checkpoint_proto
+
+        return export_checkpoint_proto(path)
+    return load_onnx(path)
+
+
+def normalization(model) -> tuple[list[float], list[float]] | None:
+    from converter.graph import metadata
+
+    recorded = metadata(model).get("edgebnn.normalization")
+    if not recorded:
+        return None
+    values = json.loads(recorded)
+    return list(values["mean"]), list(values["std"])
+
+
+def dataset_inputs(model, name: str, data_dir: str | None, count: int, split: str, input_shape):
+    """``count`` images of a dataset normalised like the model input (NCHW float32) and their labels."""
+    import numpy as np
+
+    from converter.errors import ConverterError
+    from converter.graph import resolve_input_shape
+    from trainer.data import load_dataset, normalize
+
+    if count <= 0:
+        raise ConverterError(f"the number of samples must be positive, got {count}")
+    dataset = load_dataset(name, data_dir)
+    shape = resolve_input_shape(model, input_shape)
+    if list(dataset.input_shape) != list(shape[1:]):
+        raise ConverterError(
+            f"dataset {name} has images of shape {list(dataset.input_shape)}, the model takes {shape[1:]}"
+        )
+    mean, std = normalization(model) or (dataset.mean, dataset.std)
+    images = (dataset.test_x if split == "test" else dataset.train_x)[:count]
+    labels = (dataset.test_y if split == "test" else dataset.train_y)[:count]
+    return np.ascontiguousarray(normalize(images, tuple(mean), tuple(std)).numpy()), labels.numpy()
+
+
+def calibration_inputs(model, args, input_shape):
+    import numpy as np
+
+    from converter.errors import ConverterError
+
+    if not args.calibration_data:
+        raise ConverterError("--int8 needs --calibration-data (a dataset name or a .npy file of NCHW inputs)")
+    if args.calibration_data.endswith(".npy"):
+        try:
+            return np.load(args.calibration_data, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as error:
+            raise ConverterError(f"cannot read calibration data {args.calibration_data}: {error}") from None
+    inputs, _ = dataset_inputs(
+        model, args.calibration_data, args.data_dir, args.calibration_samples, "train", input_shape
+    )
+    return inputs
+
+
+def random_inputs(model, input_shape, count: int, seed: int):
+    import numpy as np
+
+    from converter.errors import ConverterError
+    from converter.graph import resolve_input_shape
+
+    if count <= 0:
+        raise ConverterError(f"--random needs a positive number of samples, got {count}")
+    shape = resolve_input_shape(model, input_shape)
+    return np.random.default_rng(seed).standard_normal((count, *shape[1:]), dtype=np.float32)
+
+
+def is_int8(tflite: bytes) -> bool:
+    from converter.tflite_file import read_tflite
+
+    return any(op.name == "QUANTIZE" for op in read_tflite(tflite).operators)
+
+
+def manifest(conversion, model, report) -> dict:
+    """What an application embedding the model needs to know (NAME.json)."""
+    from converter.graph import metadata
+
+    meta = metadata(model)
+    shape = conversion.input_shape
+    tflite_shape = [shape[0], shape[2], shape[3], shape[1]] if len(shape) == 4 else shape
+    normalisation = normalization(model)
+    return {
+        "model": meta.get("edgebnn.model"),
+        "input": {
+            "shape": tflite_shape,
+            "layout": "NHWC" if len(shape) == 4 else "plain",
+            "dtype": "float32",
+        },
+        "normalization": {"mean": normalisation[0], "std": normalisation[1]} if normalisation else None,
+        "labels": json.loads(meta["edgebnn.labels"]) if "edgebnn.labels" in meta else None,
+        "ops": report.op_histogram,
+        "runtime_required": report.runtime_required,
+        "target": conversion.target,
+        "int8": conversion.int8,
+    }
+
+
+# ------------------------------------------------------------------------------------- handlers
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from converter.audit import audit, print_audit, print_summary, summarize_info, wide_console
+    from converter.convert import convert_with_report
+    from converter.embed import embed_c
+    from converter.errors import ConverterError
+    from converter.files import check_writable, write_atomically
+    from converter.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
+
+    output = check_writable(args.output)
+    if args.int8 and args.target != "tflite":
+        raise ConverterError("--int8 needs --target tflite (LCE models keep float inputs and outputs)")
+    input_shape = parse_shape(args.input_shape)
+    model = load_model(args.model)
+    calibration = calibration_inputs(model, args, input_shape) if args.int8 else None
+    console = wide_console()
+    with console.status("converting"):
+        conversion = convert_with_report(
+            model, target=args.target, int8=args.int8, calibration=calibration, input_shape=input_shape
+        )
+    report = audit(conversion.flatbuffer, conversion)
+    print_summary(summarize_info(conversion.info), console, title=Path(args.model).name)
+    print_audit(report, console, title=output.name)
+    if not args.no_verify:
+        if args.int8:
+            inputs, thresholds = calibration[:QUICK_VERIFY_SAMPLES], (INT8_MIN_AGREEMENT, INT8_RTOL)
+        else:
+            inputs = random_inputs(model, input_shape, QUICK_VERIFY_SAMPLES, seed=0)
+            thresholds = (DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL)
+        result = verify(model, conversion.flatbuffer, inputs, min_agreement=thresholds[0], rtol=thresholds[1])
+        console.print(result.describe(), markup=False)
+        if not result.passed and args.int8:
+            console.print(
+                "[bold yellow]int8 quantisation error above the thresholds[/bold yellow] (written anyway)"
+            )
+        elif not result.passed:
+            console.print(f"[bold red]not written:[/bold red] {output} (use --no-verify to keep it anyway)")
+            return 1
+    files = {output: conversion.flatbuffer}
+    if args.embed == "c":
+        artifacts = embed_c(conversion.flatbuffer, output.stem, manifest(conversion, model, report))
+        files.update({output.with_name(name): data for name, data in artifacts.items()})
+    write_atomically(files)
+    for path in files:
+        console.print(f"wrote {path}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from converter.audit import wide_console
+    from converter.graph import load_onnx
+    from converter.tflite_file import load_bytes, read_tflite
+    from converter.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
+
+    model = load_onnx(args.onnx)
+    read_tflite(args.tflite)
+    tflite, _ = load_bytes(args.tflite)
+    input_shape = parse_shape(args.input_shape)
+    if args.data:
+        inputs, _ = dataset_inputs(model, args.data, args.data_dir, args.n, "test", input_shape)
+    else:
+        inputs = random_inputs(model, input_shape, args.random or 64, args.seed)
+    int8 = is_int8(tflite)
+    min_agreement = (
+        args.min_agreement
+        if args.min_agreement is not None
+        else (INT8_MIN_AGREEMENT if int8 else DEFAULT_MIN_AGREEMENT)
+    )
+    rtol = args.rtol if args.rtol is not None else (INT8_RTOL if int8 else DEFAULT_RTOL)
+    result = verify(model, tflite, inputs, min_agreement=min_agreement, rtol=rtol)
+    wide_console().print(result.describe(), markup=False)
+    return 0 if result.passed else 1
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from converter.audit import audit, print_audit, print_summary, summarize_onnx, wide_console
+
+    console = wide_console()
+    if file_kind(args.file) == "tflite":
+        print_audit(audit(args.file), console, title=Path(args.file).name)
+        return 0
+    model = load_model(args.file)
+    print_summary(summarize_onnx(model, parse_shape(args.input_shape)), console, title=Path(args.file).name)
+    return 0

@@ -1,9 +1,291 @@
-"""CLI glue (stub until implemented)."""
+"""``edgebnn estimate``: latency of a converted BNN on a device you don't have (cost model).
+
+    edgebnn estimate quicknet --device rpi4 --threads 4
+    edgebnn estimate model.tflite --device pixel1 --json estimate.json
+    edgebnn estimate model.onnx --device rpi5        # no fitted rates: theoretical bound, marked
+
+A zoo name is built from random weights (latency does not depend on them), exported to ONNX,
+converted by edgebnn's converter and cached under ``~/.cache/edgebnn/estimate``; an ``.onnx`` is
+converted first. The cost model is ``runtime.estimate``; its rates live in the device profiles.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import json
+import math
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# A device profile without a [cost_model.peak] table still gets a bound from its clock and cores:
+# 128-bit NEON-class SIMD (see docs/estimate.md).
+GENERIC_BINARY_MACS_PER_CYCLE = 128
+GENERIC_FLOAT_MACS_PER_CYCLE = 8
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the subcommands of this module. Heavy imports belong inside the handlers."""
+    parser = subparsers.add_parser(
+        "estimate",
+        help="estimate the latency of a BNN on a device from a per-op cost model",
+        description="Estimate the latency of a converted model on a device profile (no device needed): "
+        "each op's binary MACs, float MACs and bytes, times the device's rates fitted to LCE's "
+        "published latencies.",
+    )
+    parser.add_argument("model", help="a .tflite file, an .onnx file, or a zoo model name (e.g. quicknet)")
+    parser.add_argument("--device", default="rpi4", help="device profile name (default: rpi4)")
+    parser.add_argument("--device-file", help="a device profile TOML file instead of a named one")
+    parser.add_argument("--threads", type=int, default=1, help="inference threads (default: 1)")
+    parser.add_argument("--json", metavar="PATH", help="also write the estimate as JSON (total_ms, per-op)")
+    parser.add_argument(
+        "--top", type=int, default=15, help="ops shown in the breakdown, slowest first (0: all)"
+    )
+    parser.set_defaults(func=run)
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+
+
+def load_cost_model(device: str, device_file: str | None = None):
+    """The device's CostModel; without fitted rates, the theoretical one (CostModel.calibrated False)."""
+    from devices.profiles import load_profile
+    from runtime.errors import BenchError
+    from runtime.estimate import CostModel, PeakRates
+
+    profile = load_profile(device, device_file)
+    table = profile.extra.get("cost_model", {})
+    if not isinstance(table, dict):
+        raise BenchError(f"device {profile.name!r}: [cost_model] must be a table")
+    fallback = None
+    if "peak" not in table and profile.clock_mhz > 0 and profile.cores > 0:
+        fallback = PeakRates(
+            core_clock_hz=(profile.clock_mhz * 1e6,) * profile.cores,
+            binary_macs_per_cycle=GENERIC_BINARY_MACS_PER_CYCLE,
+            float_macs_per_cycle=GENERIC_FLOAT_MACS_PER_CYCLE,
+            memory_bytes_per_s=math.inf,  # unknown: the bound counts compute only
+        )
+    if "peak" not in table and fallback is None:
+        from devices.profiles import profile_names
+
+        calibrated = [name for name in profile_names() if "binary_macs_per_s" in _cost_table(name)]
+        raise BenchError(
+            f"device {profile.name!r} has no [cost_model] rates, no [cost_model.peak] and no clock_mhz/cores "
+            f"to bound them; calibrated devices: {', '.join(calibrated)}"
+        )
+    return CostModel.from_table(table, device=profile.name, fallback_peak=fallback)
+
+
+def _cost_table(name: str) -> dict:
+    from devices.profiles import load_profile
+
+    table = load_profile(name).extra.get("cost_model", {})
+    return table if isinstance(table, dict) else {}
+
+
+@functools.cache  # once per process: code that changes under a running process is not ours
+def _fingerprint(*packages: str) -> str:
+    """Changes when the named packages' code or the pinned heavy libraries change: cached files are stale."""
+    import importlib
+
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted(Path(importlib.import_module(package).__file__).parent.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    for distribution in ("larq-compute-engine", "tensorflow", "torch", "onnx"):
+        try:
+            digest.update(f"{distribution}={metadata.version(distribution)}".encode())
+        except metadata.PackageNotFoundError:
+            pass
+    return digest.hexdigest()[:16]
+
+
+def zoo_graph(name: str, cache: Path | None = None) -> bytes:
+    """The LCE flatbuffer of zoo model ``name`` with random weights, converted once and cached.
+
+    Two cache levels: the ONNX export (slow: PyTorch's dynamo tracer) depends on the trainer only, the
+    flatbuffer also on the converter.
+    """
+    from devices.cache import cache_dir
+    from trainer.export import write_atomic
+    from trainer.zoo import MODELS
+
+    spec = MODELS[name]
+    folder = cache if cache is not None else cache_dir("estimate")
+    trainer_key = _fingerprint("trainer")
+    tflite_path = folder / f"{name}-{_fingerprint('trainer', 'converter')}.tflite"
+    if tflite_path.is_file():
+        return tflite_path.read_bytes()
+    onnx_path = folder / f"{name}-{trainer_key}.onnx"
+    if not onnx_path.is_file():
+        import torch
+
+        from trainer.export import export_onnx
+        from trainer.zoo import create_model
+
+        torch.manual_seed(0)  # the values do not matter for latency; fixed for reproducible files
+        model = create_model(name).eval()
+        input_shape = (spec.in_channels, spec.input_size, spec.input_size)
+        export_onnx(
+            model, input_shape=input_shape, metadata={"edgebnn.model": name}, path=onnx_path, verify=False
+        )
+    from converter.convert import convert
+
+    flatbuffer = convert(str(onnx_path))
+    write_atomic(tflite_path, flatbuffer)
+    _drop_stale(folder, name, keep=(onnx_path, tflite_path))
+    return flatbuffer
+
+
+def _drop_stale(folder: Path, name: str, keep: tuple[Path, ...]) -> None:
+    """Remove this model's files built by older code (the ONNX of a QuickNet weighs 50-90 MB)."""
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}\.(onnx|tflite)")
+    for path in folder.iterdir():
+        if pattern.fullmatch(path.name) and path not in keep:
+            path.unlink(missing_ok=True)
+
+
+def model_flatbuffer(model: str) -> bytes:
+    """The .tflite bytes of MODEL: a file as is, an .onnx converted, a zoo name built (cached)."""
+    from runtime.errors import BenchError
+
+    path = Path(model)
+    if path.suffix.lower() in (".tflite", ".onnx"):
+        if not path.is_file():
+            raise BenchError(f"model file not found: {path}")
+        if path.suffix.lower() == ".tflite":
+            return path.read_bytes()
+        from converter.convert import convert
+
+        return convert(str(path))
+    from trainer.zoo import MODELS
+
+    if model not in MODELS:
+        raise BenchError(
+            f"unknown model {model!r}: give a .tflite or .onnx file or a zoo name ({', '.join(MODELS)})"
+        )
+    return zoo_graph(model)
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def published_figure(model: str, device: str, threads: int):
+    """LCE's published latency for this zoo model, device and thread count, if there is one."""
+    from runtime.cost_calibration import PUBLISHED
+
+    return next((p for p in PUBLISHED if (p.model, p.device, p.threads) == (model, device, threads)), None)
+
+
+def print_estimate(result, model_label: str, top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)  # wide enough when piped
+    title = f"{model_label} on {result.device}, {result.threads} thread{'s' if result.threads > 1 else ''}"
+    table = Table(title=title, title_justify="left")
+    for column, justify in (
+        ("#", "right"),
+        ("op", "left"),
+        ("shape", "left"),
+        ("binary MACs", "right"),
+        ("float MACs", "right"),
+        ("bytes", "right"),
+        ("ms", "right"),
+        ("share", "right"),
+    ):
+        table.add_column(column, justify=justify)
+    indexed = list(enumerate(result.ops))
+    shown = sorted(indexed, key=lambda item: item[1].ms, reverse=True)
+    if top > 0:
+        shown = shown[:top]
+    for index, op in sorted(shown, key=lambda item: item[0]):
+        share = op.ms / result.total_ms if result.total_ms else 0.0
+        table.add_row(
+            str(index),
+            op.work.op + (" [red](unknown)[/]" if op.work.kind == "unknown" else ""),
+            op.work.detail,
+            _si(op.work.binary_macs, "") if op.work.binary_macs else "",
+            _si(op.work.float_macs, "") if op.work.float_macs else "",
+            _si(op.work.bytes_moved, "B") if op.work.bytes_moved else "",
+            f"{op.ms:.3f}",
+            f"{share:.1%}",
+        )
+    if top > 0 and len(result.ops) > top:
+        rest = sum(op.ms for _, op in indexed) - sum(op.ms for _, op in shown)
+        table.add_row("", f"... {len(result.ops) - top} more ops", "", "", "", "", f"{rest:.3f}", "")
+    console.print(table)
+    totals = result.totals
+    console.print(
+        f"work: {totals.binary_macs / 1e9:.3f} G binary MACs (input channels padded to multiples of 32), "
+        f"{totals.float_macs / 1e6:.1f} M float MACs, {totals.bytes_moved / 1e6:.1f} MB moved, {totals.ops} ops"
+    )
+    by_type: dict[str, float] = {}
+    for op in result.ops:
+        by_type[op.work.op] = by_type.get(op.work.op, 0.0) + op.ms
+    if result.total_ms:
+        ranked = sorted(by_type.items(), key=lambda item: item[1], reverse=True)
+        console.print(
+            "by op type: " + ", ".join(f"{name} {ms / result.total_ms:.0%}" for name, ms in ranked if ms)
+        )
+    if result.calibrated:
+        console.print(
+            f"[bold]estimate: {_ms(result.total_ms)} ms[/] (band {_ms(result.low_ms)}-{_ms(result.high_ms)} ms, "
+            f"the fit's leave-one-model-out error)"
+        )
+    else:
+        console.print(
+            f"[bold yellow]no calibrated rates for {result.device}: theoretical bound only, "
+            f">= {_ms(result.total_ms)} ms[/] (every core at peak; real latency is several times higher)"
+        )
+    console.print(
+        f"theoretical limit: {_ms(result.bound_ms)} ms at the device's peak; "
+        f"the estimate implies {result.peak_fraction:.0%} of it"
+    )
+    published = published_figure(model_label, result.device, result.threads)
+    if published is not None:
+        console.print(
+            f"published by LCE ({published.model}, {published.device}, {published.threads} thr): {published.ms:.1f} ms; "
+            f"estimate {result.total_ms / published.ms - 1:+.0%} (in-sample: this figure is part of the fit)"
+        )
+    if result.unknown_ops:
+        console.print(f"[yellow]not in the estimate (no cost model for): {', '.join(result.unknown_ops)}[/]")
+
+
+def estimate_document(result, model_label: str) -> dict[str, Any]:
+    document = {"schema": "edgebnn-estimate/1", "model": model_label, **result.as_dict()}
+    if math.isinf(document["high_ms"]):
+        document["high_ms"] = None  # open-ended: the uncalibrated estimate is a lower bound
+    return document
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.errors import BenchError
+    from runtime.estimate import estimate, read_tflite_ops
+
+    if args.threads < 1:
+        raise BenchError(f"--threads must be at least 1, not {args.threads}")
+    cost_model = load_cost_model(args.device, args.device_file)  # device errors first: they are cheap
+    result = estimate(read_tflite_ops(model_flatbuffer(args.model)), cost_model, args.threads)
+    print_estimate(result, args.model, args.top)
+    if args.json:
+        from runtime.report import write_atomic
+
+        document = estimate_document(result, args.model)
+        write_atomic(args.json, (json.dumps(document, indent=2) + "\n").encode())
+    return 0

@@ -26,6 +26,9 @@ install_packages() {
 
 case "${1:-}" in
   data) install_packages dataset-fashion-mnist ;;
-  test) install_packages dataset-fashion-mnist ;;
+  # The emulated-Pi tests: qemu-user (aarch64/armhf under binfmt), a Debian rootfs built with
+  # debootstrap, a real OpenSSH client and (inside the chroot, from the rootfs) server, and `ip`.
+  test) install_packages dataset-fashion-mnist qemu-user-static binfmt-support debootstrap \
+          openssh-client openssh-server iproute2 ;;
   *) echo "usage: $0 data|test" >&2; exit 2 ;;
 esac

@@ -41,5 +41,157 @@ def _run_data_show(args: argparse.Namespace) -> int:
 # --- train (owned by T2) ------------------------------------------------------------------------
 
 
+TRAIN_EPILOG = """examples:
+  edgebnn train --model fmnist-bnn --data fashion-mnist --epochs 15 --out runs/baseline
+  edgebnn train --model fmnist-bnn --data fashion-mnist --binarizer lns --init runs/baseline/best.pt \\
+      --warmup-mapping-epochs 1 --epochs 5 --optimizer sgd --lr 0.01 --out runs/lns
+  torchrun --nproc_per_node=2 -m edgebnn train --model resnet20 --data cifar10 --data-dir D --out runs/r20
+"""
+
+
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``edgebnn train`` (T2 fills this in)."""
+    """``edgebnn train``: every flag maps onto a field of ``trainer.train.TrainConfig``."""
+    # Choices are literal here so that `edgebnn --help` does not import torch (see trainer/train.py).
+    train = subparsers.add_parser(
+        "train",
+        help="train a binary network (STE or LNS), with checkpoints, resume, metrics and curves",
+        description="Train a binary network. Writes RUN_DIR/last.pt, best.pt (by validation accuracy), "
+        "metrics.jsonl and curves.png after every epoch. Ctrl-C saves a resumable checkpoint (exit 130).",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = train.add_argument_group("model and data")
+    what.add_argument("--model", required=True, help="zoo model name, e.g. fmnist-bnn, resnet20")
+    what.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="architecture option of the zoo model, value in JSON (e.g. width=32); repeatable",
+    )
+    what.add_argument("--data", required=True, help="dataset: fashion-mnist, cifar10 or synthetic")
+    what.add_argument(
+        "--data-dir", help="folder with the dataset files (default: where Debian installs them)"
+    )
+    what.add_argument("--subset", type=int, help="train on the first N training images only")
+    what.add_argument(
+        "--val-size",
+        type=int,
+        help="validation images split off the training set (default 5000, or a tenth of small sets)",
+    )
+    what.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="random crop + flip (default: on for fashion-mnist, cifar10)",
+    )
+    binarizer = train.add_argument_group("binarization (LNS)")
+    binarizer.add_argument(
+        "--binarizer", choices=("ste", "lns"), default="ste", help="weight binarizer (default ste)"
+    )
+    binarizer.add_argument(
+        "--act-binarizer", choices=("ste", "approx"), default="ste", help="activation binarizer gradient"
+    )
+    binarizer.add_argument(
+        "--alpha", type=float, default=1.0, help="weight of the LNS auxiliary loss (default 1.0)"
+    )
+    binarizer.add_argument(
+        "--rho", type=float, default=0.005, help="LNS label-noise rate, both directions (default 0.005)"
+    )
+    binarizer.add_argument(
+        "--rho-pos", type=float, help="noise rate P(sign(W)=-1 | true +1) (default: --rho)"
+    )
+    binarizer.add_argument(
+        "--rho-neg", type=float, help="noise rate P(sign(W)=+1 | true -1) (default: --rho)"
+    )
+    binarizer.add_argument(
+        "--mapping-width", type=int, default=2, help="mapping hidden channels = width * c_in"
+    )
+    binarizer.add_argument(
+        "--init", metavar="CKPT", help="start from a trained checkpoint (strict, except new mapping nets)"
+    )
+    binarizer.add_argument(
+        "--warmup-mapping-epochs",
+        type=int,
+        default=0,
+        metavar="K",
+        help="first train only the mapping networks for K epochs",
+    )
+    optim = train.add_argument_group("optimisation")
+    optim.add_argument(
+        "--epochs", type=int, default=10, help="joint training epochs (after the warm-up; default 10)"
+    )
+    optim.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="images per step and process (torchrun: N processes step on N batches; default 128)",
+    )
+    optim.add_argument("--optimizer", choices=("sgd", "adam"), default="adam", help="default adam")
+    optim.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    optim.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="L2 decay on non-binary parameters; binary latent weights get 0",
+    )
+    optim.add_argument(
+        "--schedule", choices=("cosine", "step"), default="cosine", help="per-epoch LR schedule"
+    )
+    optim.add_argument(
+        "--step-size", type=int, default=30, help="step schedule: epochs between decays (default 30)"
+    )
+    optim.add_argument("--gamma", type=float, default=0.1, help="step schedule: decay factor (default 0.1)")
+    optim.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (default 0)"
+    )
+    optim.add_argument("--seed", type=int, default=0, help="seed of init, split, data order, augmentation")
+    run = train.add_argument_group("run")
+    run.add_argument(
+        "--out", required=True, metavar="RUN_DIR", help="run folder for checkpoints, metrics, curves"
+    )
+    run.add_argument(
+        "--resume", action="store_true", help="continue RUN_DIR/last.pt exactly where it stopped"
+    )
+    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    run.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
+    train.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import sys
+
+    from trainer.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
+
+    options = {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__ if hasattr(args, name)}
+    options["model_options"] = _parse_model_options(args.model_option)
+    try:
+        result = train(TrainConfig(**options))
+    except (TrainingInterrupted, TrainingDiverged) as stopped:
+        print(f"edgebnn train: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    if result.final and result.rank == 0:
+        print(
+            f"done: best epoch {result.best_epoch} (val {100 * result.best_val_acc:.2f}%, "
+            f"test {100 * result.best_test_acc:.2f}%) -> {result.best_checkpoint}; "
+            f"curves {result.curves_path}, metrics {result.metrics_path}"
+        )
+    return 0
+
+
+def _parse_model_options(pairs: list[str]) -> dict:
+    """``["width=32", "blocks=[2,2,2]"]`` -> ``{"width": 32, "blocks": [2, 2, 2]}`` (JSON values)."""
+    import json
+
+    from trainer.errors import TrainerError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise TrainerError(f"--model-option {pair!r}: expected KEY=VALUE, e.g. width=32")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value  # a bare word is a string
+    return options

@@ -1,0 +1,485 @@
+"""Inference engines behind one small interface: LCE, LiteRT and ONNX Runtime.
+
+An engine wraps one loaded model. ``predict`` is for correctness checks (``edgebnn verify``);
+``set_input`` + ``invoke`` is the bare call a timing loop measures.
+
+    >>> from runtime.engines import load_engine, detect_runtime
+    >>> detect_runtime("model.tflite")            # LCE custom ops inside -> "lce"
+    'lce'
+    >>> engine = load_engine("model.tflite", threads=1, lce_kernel="indirect")
+    >>> logits = engine.predict(np.zeros(engine.input_shape, engine.input_dtype))
+    >>> engine.set_input(x); engine.invoke()      # what the benchmark worker times
+
+Runtimes (registry ``RUNTIMES``):
+
+- ``lce``: the Larq Compute Engine interpreter (TFLite + LCE binary ops). Its compiled module
+  ``interpreter_wrapper_lite`` is loaded on its own, because importing the ``larq_compute_engine``
+  package imports TensorFlow (~600 MB). Its only call is ``predict`` (copy in, invoke, copy out),
+  so ``invoke`` includes those two copies.
+- ``litert``: Google's LiteRT (``ai_edge_litert``), stock TFLite kernels; refuses LCE ops.
+- ``onnxruntime``: ONNX Runtime's CPU provider; ``invoke`` runs a pre-bound IOBinding.
+
+This file is self-contained (stdlib + numpy; ``flatbuffers`` only to inspect .tflite files) so that
+it can be copied next to ``runtime/worker.py`` onto a device and imported there without edgebnn.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    from runtime.errors import BenchError
+except ImportError:  # copied standalone onto a device next to worker.py
+
+    class BenchError(Exception):  # type: ignore[no-redef]
+        """A problem with the user's input: exit code 2, no traceback."""
+
+        exit_code = 2
+
+
+RUNTIMES = ("lce", "litert", "onnxruntime")
+LCE_KERNELS = ("default", "indirect", "reference")
+TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier of the TFLite schema, bytes 4..8
+LCE_OP_PREFIX = "Lce"
+LCE_OPS = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")
+
+Model = str | os.PathLike | bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Model inspection (pure functions on bytes)
+
+
+def read_model(model: Model) -> tuple[bytes, str]:
+    """Return (content, display name) of a model given as a path or as bytes."""
+    if isinstance(model, bytes | bytearray):
+        return bytes(model), "<bytes>"
+    path = Path(model)
+    if not path.is_file():
+        raise BenchError(f"model file not found: {path}")
+    return path.read_bytes(), str(path)
+
+
+def model_format(content: bytes, name: str = "<bytes>") -> str:
+    """'tflite' or 'onnx', judged from the bytes (and the file suffix for ONNX)."""
+    if content[4:8] == TFLITE_IDENTIFIER:
+        return "tflite"
+    # An ONNX ModelProto starts with field 1 (ir_version, varint): tag byte 0x08.
+    if name.endswith(".onnx") or content[:1] == b"\x08":
+        return "onnx"
+    raise BenchError(f"{name} is not a model file (expected a .tflite flatbuffer or an .onnx protobuf)")
+
+
+def _tflite_model_table(content: bytes, name: str):
+    import flatbuffers.table
+
+    try:
+        root = int.from_bytes(content[0:4], "little")
+        if not 8 <= root < len(content):
+            raise ValueError("root table offset outside the file")
+        return flatbuffers.table.Table(content, root)
+    except Exception:  # noqa: BLE001 - any decoding failure means a corrupt file
+        raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
+
+
+def _tables(table, field_offset: int) -> list:
+    """The tables of a vector-of-tables field (``field_offset`` is the vtable slot: 4 + 2 * id)."""
+    import flatbuffers.table
+
+    offset = table.Offset(field_offset)
+    if not offset:
+        return []
+    start = table.Vector(offset)
+    if table.VectorLen(offset) > len(table.Bytes) // 4:  # each entry is a 4-byte offset
+        raise ValueError("vector longer than the file")
+    return [
+        flatbuffers.table.Table(table.Bytes, table.Indirect(start + 4 * i))
+        for i in range(table.VectorLen(offset))
+    ]
+
+
+def tflite_custom_ops(content: bytes, name: str = "<bytes>") -> list[str]:
+    """Names of the custom operators a .tflite model uses (Model.operator_codes[].custom_code)."""
+    try:
+        import flatbuffers  # noqa: F401 - ships with ai-edge-litert and TensorFlow
+    except ImportError:  # a device with only a TFLite runtime: look for LCE's op names in the bytes
+        return [op for op in LCE_OPS if op.encode() in content]
+    model = _tflite_model_table(content, name)
+    ops = []
+    try:
+        for code in _tables(model, 6):  # Model field 1: operator_codes
+            offset = code.Offset(6)  # OperatorCode field 1: custom_code
+            if offset:
+                ops.append(code.String(offset + code.Pos).decode("utf-8", "replace"))
+    except Exception:  # noqa: BLE001
+        raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
+    return ops
+
+
+def tflite_metadata(content: bytes, name: str = "<bytes>") -> dict[str, bytes]:
+    """The named metadata buffers of a .tflite model (Model.metadata -> Model.buffers[i].data)."""
+    from flatbuffers.number_types import Uint32Flags
+
+    model = _tflite_model_table(content, name)
+    try:
+        buffers = _tables(model, 12)  # Model field 4: buffers
+        entries = {}
+        for entry in _tables(model, 16):  # Model field 6: metadata
+            key = entry.String(entry.Offset(4) + entry.Pos).decode("utf-8", "replace")
+            index = entry.Get(Uint32Flags, entry.Pos + entry.Offset(6))
+            data_offset = buffers[index].Offset(4) if index < len(buffers) else 0
+            if data_offset:
+                buffer = buffers[index]
+                start = buffer.Vector(data_offset)
+                entries[key] = bytes(buffer.Bytes[start : start + buffer.VectorLen(data_offset)])
+    except BenchError:
+        raise
+    except Exception:  # noqa: BLE001
+        raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
+    return entries
+
+
+def needs_lce(content: bytes, name: str = "<bytes>") -> bool:
+    return any(op.startswith(LCE_OP_PREFIX) for op in tflite_custom_ops(content, name))
+
+
+def detect_runtime(model: Model) -> str:
+    """The runtime that runs a model: "lce" (LCE ops inside), "litert" (plain .tflite) or "onnxruntime"."""
+    content, name = read_model(model)
+    return _detect(content, name)
+
+
+def check_runtime(content: bytes, name: str, runtime: str) -> str:
+    """Resolve "auto" and refuse a runtime that cannot run this model. Returns the runtime."""
+    if runtime == "auto":
+        return _detect(content, name)
+    if runtime not in RUNTIMES:
+        raise BenchError(f"unknown runtime {runtime!r}; choose one of: auto, {', '.join(RUNTIMES)}")
+    fmt = model_format(content, name)
+    if fmt == "onnx" and runtime != "onnxruntime":
+        raise BenchError(f"{name} is an ONNX model; runtime {runtime!r} runs .tflite files (use onnxruntime)")
+    if fmt == "tflite" and runtime == "onnxruntime":
+        raise BenchError(f"{name} is a .tflite model; onnxruntime runs .onnx files (use lce or litert)")
+    if runtime == "litert" and needs_lce(content, name):
+        raise BenchError(f"{name}: this model needs the LCE runtime (it has Larq Compute Engine ops)")
+    return runtime
+
+
+def _detect(content: bytes, name: str) -> str:
+    if model_format(content, name) == "onnx":
+        return "onnxruntime"
+    return "lce" if needs_lce(content, name) else "litert"
+
+
+def model_size_bytes(path: str | os.PathLike) -> int:
+    """Bytes on disk of a model, with the external data files an ONNX model's weights live in."""
+    path = Path(path)
+    size = path.stat().st_size
+    if path.suffix != ".onnx":
+        return size
+    try:
+        import onnx
+    except ImportError:  # a device without the onnx package: count a conventional sibling
+        sibling = path.with_name(path.name + ".data")
+        return size + (sibling.stat().st_size if sibling.is_file() else 0)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not loadable: the runtime will say why
+        return size
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return size + sum(
+        (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
+    )
+
+
+def runtime_version(runtime: str) -> str:
+    """Installed version of a runtime's package, without importing it."""
+    package = {"lce": "larq-compute-engine", "litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}[
+        runtime
+    ]
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines
+
+
+class Engine:
+    """One loaded model. Subclasses fill the attributes and implement ``set_input``/``invoke``/``output``."""
+
+    name: str
+    version: str
+    input_shape: tuple[int, ...]
+    input_dtype: np.dtype
+    threads: int
+    kernel: str | None = None
+    xnnpack: bool | None = None
+    batch_dynamic: bool = False
+
+    def set_input(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def invoke(self) -> None:
+        raise NotImplementedError
+
+    def output(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def profile(self) -> list[dict[str, Any]] | None:
+        """Per-op times of the runs so far, where the runtime exposes them (None otherwise)."""
+        return None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Run a batch. A model with a fixed batch of 1 runs the rows one by one."""
+        x = np.asarray(x, dtype=self.input_dtype)
+        if tuple(x.shape) == self.input_shape or (
+            self.batch_dynamic and tuple(x.shape[1:]) == self.input_shape[1:]
+        ):
+            self.set_input(x)
+            self.invoke()
+            return self.output().copy()
+        if self.input_shape[0] == 1 and tuple(x.shape[1:]) == self.input_shape[1:]:
+            return np.concatenate([self.predict(row[None]) for row in x])
+        raise BenchError(f"input of shape {tuple(x.shape)} does not fit the model's input {self.input_shape}")
+
+
+_RUNTIME_MODULES: dict[str, Any] = {}
+
+
+def import_runtime(runtime: str) -> Any:
+    """Import (once) the Python module of a runtime, so callers can time it apart from model loading."""
+    if runtime in _RUNTIME_MODULES:
+        return _RUNTIME_MODULES[runtime]
+    if runtime == "lce":
+        module = _load_lce_wrapper()
+    elif runtime == "litert":
+        try:
+            from ai_edge_litert import interpreter as module
+        except ImportError:
+            raise BenchError("the litert runtime needs the ai-edge-litert package") from None
+    elif runtime == "onnxruntime":
+        try:
+            import onnxruntime as module
+        except ImportError:
+            raise BenchError("the onnxruntime runtime needs the onnxruntime package") from None
+    else:
+        raise BenchError(f"unknown runtime {runtime!r}; choose one of: auto, {', '.join(RUNTIMES)}")
+    _RUNTIME_MODULES[runtime] = module
+    return module
+
+
+def _load_lce_wrapper() -> Any:
+    """Import LCE's compiled interpreter module without importing the (TensorFlow-importing) package."""
+    spec = importlib.util.find_spec("larq_compute_engine")  # locates, does not execute the package
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError(
+            "the lce runtime needs the larq-compute-engine package (pip install larq-compute-engine)"
+        )
+    base = spec.submodule_search_locations[0]
+    found = glob.glob(os.path.join(base, "tflite", "python", "interpreter_wrapper_lite*.so"))
+    if not found:
+        raise BenchError(f"larq-compute-engine at {base} has no compiled interpreter_wrapper_lite module")
+    loader = importlib.machinery.ExtensionFileLoader("interpreter_wrapper_lite", found[0])
+    module_spec = importlib.util.spec_from_file_location("interpreter_wrapper_lite", found[0], loader=loader)
+    module = importlib.util.module_from_spec(module_spec)
+    loader.exec_module(module)
+    return module
+
+
+class LceEngine(Engine):
+    name = "lce"
+
+    def __init__(self, content: bytes, threads: int, kernel: str, xnnpack: bool):
+        wrapper = import_runtime("lce")
+        try:
+            self._interpreter = wrapper.LiteInterpreter(
+                content, threads, kernel == "reference", kernel == "indirect", xnnpack
+            )
+        except Exception as error:  # noqa: BLE001 - the C++ side reports bad models as RuntimeError
+            raise BenchError(f"LCE interpreter could not load the model: {error}") from None
+        if len(self._interpreter.input_shapes) != 1:
+            raise BenchError("only single-input models are supported")
+        self.version = runtime_version("lce")
+        self.input_shape = tuple(int(d) for d in self._interpreter.input_shapes[0])
+        self.input_dtype = np.dtype(self._interpreter.input_types[0])
+        self.threads, self.kernel, self.xnnpack = threads, kernel, xnnpack
+        self._inputs = [np.zeros(self.input_shape, self.input_dtype)]
+        self._outputs: list[np.ndarray] = []
+
+    def set_input(self, x: np.ndarray) -> None:
+        self._inputs = [np.ascontiguousarray(x, dtype=self.input_dtype)]
+
+    def invoke(self) -> None:
+        self._outputs = self._interpreter.predict(self._inputs)
+
+    def output(self) -> np.ndarray:
+        return self._outputs[0]
+
+
+class LiteRtEngine(Engine):
+    name = "litert"
+
+    def __init__(self, content: bytes, threads: int, xnnpack: bool):
+        litert = import_runtime("litert")
+        resolver = (
+            litert.OpResolverType.AUTO if xnnpack else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        try:
+            self._interpreter = litert.Interpreter(
+                model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
+            )
+            self._interpreter.allocate_tensors()
+        except Exception as error:  # noqa: BLE001
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if "Lce" in str(error):
+                raise BenchError(
+                    "this model needs the LCE runtime (it has Larq Compute Engine ops)"
+                ) from None
+            raise BenchError(f"LiteRT could not load the model: {message}") from None
+        inputs = self._interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise BenchError("only single-input models are supported")
+        self._input_index = inputs[0]["index"]
+        self._output_index = self._interpreter.get_output_details()[0]["index"]
+        self.version = runtime_version("litert")
+        self.input_shape = tuple(int(d) for d in inputs[0]["shape"])
+        self.input_dtype = np.dtype(inputs[0]["dtype"])
+        self.threads, self.xnnpack = threads, xnnpack
+
+    def set_input(self, x: np.ndarray) -> None:
+        self._interpreter.set_tensor(self._input_index, np.ascontiguousarray(x, dtype=self.input_dtype))
+
+    def invoke(self) -> None:
+        self._interpreter.invoke()
+
+    def output(self) -> np.ndarray:
+        return self._interpreter.get_tensor(self._output_index)
+
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
+               "tensor(int64)": np.int64}  # fmt: skip
+
+
+class OnnxRuntimeEngine(Engine):
+    name = "onnxruntime"
+
+    def __init__(self, content: bytes | str, threads: int, profile_dir: str | None = None):
+        """``content``: the model's bytes, or its path (needed when weights live in external data files)."""
+        ort = import_runtime("onnxruntime")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if profile_dir:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(profile_dir, "ort_profile")
+        try:
+            self._session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BenchError(f"ONNX Runtime could not load the model: {message}") from None
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise BenchError("only single-input models are supported")
+        self._input_name = inputs[0].name
+        shape = inputs[0].shape
+        self.batch_dynamic = not isinstance(shape[0], int)
+        if any(not isinstance(d, int) for d in shape[1:]):
+            raise BenchError(f"input {self._input_name!r} has dynamic dimensions beyond the batch: {shape}")
+        self.input_shape = tuple(d if isinstance(d, int) else 1 for d in shape)
+        self.input_dtype = np.dtype(_ORT_DTYPES.get(inputs[0].type, np.float32))
+        self.version = runtime_version("onnxruntime")
+        self.threads = threads
+        self._binding = self._session.io_binding()
+        self._profiling = bool(profile_dir)
+        self.set_input(np.zeros(self.input_shape, self.input_dtype))
+
+    def set_input(self, x: np.ndarray) -> None:
+        self._input = np.ascontiguousarray(x, dtype=self.input_dtype)  # keep alive: the binding points at it
+        self._binding.clear_binding_inputs()
+        self._binding.clear_binding_outputs()
+        self._binding.bind_cpu_input(self._input_name, self._input)
+        for output in self._session.get_outputs():
+            self._binding.bind_output(output.name, "cpu")
+
+    def invoke(self) -> None:
+        self._session.run_with_iobinding(self._binding)
+
+    def output(self) -> np.ndarray:
+        return self._binding.copy_outputs_to_cpu()[0]
+
+    def profile(self) -> list[dict[str, Any]] | None:
+        """Per-node mean times from ONNX Runtime's profiler (chrome-trace JSON)."""
+        if not self._profiling:
+            return None
+        import json
+
+        path = self._session.end_profiling()
+        with open(path) as f:
+            events = json.load(f)
+        os.remove(path)
+        return summarize_ort_profile(events)
+
+
+def summarize_ort_profile(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-node totals of ONNX Runtime's kernel events, slowest first."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        node = event["name"][: -len("_kernel_time")]
+        entry = nodes.setdefault(node, {"op": event.get("args", {}).get("op_name", "?"), "node": node,
+                                        "total_us": 0, "count": 0})  # fmt: skip
+        entry["total_us"] += int(event.get("dur", 0))
+        entry["count"] += 1
+    for entry in nodes.values():
+        entry["mean_us"] = entry["total_us"] / max(entry["count"], 1)
+    return sorted(nodes.values(), key=lambda e: -e["total_us"])
+
+
+def load_engine(
+    model: Model,
+    runtime: str = "auto",
+    threads: int = 1,
+    lce_kernel: str = "default",
+    xnnpack: bool = True,
+    profile_dir: str | None = None,
+) -> Engine:
+    """Load a .tflite or .onnx model (path or bytes) into the runtime that runs it.
+
+    ``runtime="auto"`` picks "lce" for models with LCE ops, "litert" for other .tflite files and
+    "onnxruntime" for .onnx. ``lce_kernel`` selects LCE's binary conv kernel (default, indirect
+    BGEMM, or the reference loops); ``xnnpack`` toggles TFLite's XNNPACK delegate (lce, litert).
+    ``profile_dir`` turns on per-op profiling where the runtime has it (onnxruntime).
+    """
+    if not isinstance(threads, int) or threads < 1:
+        raise BenchError(f"threads must be an integer >= 1, got {threads!r}")
+    if lce_kernel not in LCE_KERNELS:
+        raise BenchError(f"unknown LCE kernel {lce_kernel!r}; choose one of: {', '.join(LCE_KERNELS)}")
+    content, name = read_model(model)
+    runtime = check_runtime(content, name, runtime)
+    if runtime == "lce":
+        return LceEngine(content, threads, lce_kernel, xnnpack)
+    if runtime == "litert":
+        return LiteRtEngine(content, threads, xnnpack)
+    # From its path, so that ONNX Runtime finds weights stored in external data files next to it.
+    return OnnxRuntimeEngine(name if name != "<bytes>" else content, threads, profile_dir)

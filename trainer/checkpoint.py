@@ -1,0 +1,134 @@
+"""Checkpoints: one ``torch.save``'d dict of plain containers, loadable with ``weights_only=True``.
+
+Format (CONTRIBUTING.md)::
+
+    {"format": "edgebnn-checkpoint/1",
+     "model": {"name": ..., "config": {...}},      # trainer.zoo.create_model(name, **config)
+     "binarizer": {...}, "data": {...}, "state_dict": {...}, "epoch": int, "metrics": {...},
+     "optimizer": {...}, "scheduler": {...}, "rng": {...}}
+
+Example::
+
+    >>> import tempfile, pathlib
+    >>> from trainer.zoo import create_model
+    >>> from trainer.checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, new_checkpoint
+    >>> model = create_model("fmnist-bnn", num_classes=10, in_channels=1, input_size=28)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
+    >>> save_checkpoint(path, new_checkpoint(model, epoch=0))
+    >>> model_from_checkpoint(load_checkpoint(path)).training
+    False
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.errors import TrainerError
+
+FORMAT = "edgebnn-checkpoint/1"
+MAPPING_MARKER = ".weight_binarizer.mapping."  # state-dict keys of LNS mapping networks
+
+
+def new_checkpoint(model: nn.Module, **fields: Any) -> dict[str, Any]:
+    """A checkpoint dict for a zoo model (``model.name``/``model.config``) plus any other fields."""
+    return {
+        "format": FORMAT,
+        "model": {"name": model.name, "config": model.config},
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        **fields,
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically: a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    validate_checkpoint(payload, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate_checkpoint(payload: Any, source: str = "checkpoint") -> dict[str, Any]:
+    """Check the required structure of a checkpoint; TrainerError naming ``source`` otherwise."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise TrainerError(
+            f"{source} is not an edgebnn checkpoint (expected format {FORMAT!r}, found {found!r})"
+        )
+    model = payload.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise TrainerError(
+            f"{source}: checkpoint has no model name ('model': {{'name': ..., 'config': ...}})"
+        )
+    if not isinstance(model.get("config"), dict):
+        raise TrainerError(f"{source}: checkpoint has no model config")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TrainerError(f"{source}: checkpoint has no state_dict of tensors")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate a checkpoint (``weights_only=True``); TrainerError for missing/corrupt/foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainerError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrainerError(
+            f"{path} is not a readable checkpoint (corrupt or not a torch file): {reason}"
+        ) from None
+    return validate_checkpoint(payload, str(path))
+
+
+def load_state_strict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], *, allow_mapping: bool = True
+) -> None:
+    """Load ``state_dict`` into ``model``; every tensor must exist with the same shape.
+
+    The first mismatch (missing, unexpected, or a shape difference) is named in a TrainerError.
+    With ``allow_mapping`` the LNS mapping networks may be missing (starting LNS from a plain BNN: they
+    keep their fresh initialisation) or unexpected (a plain BNN from an LNS one: they are dropped).
+    """
+    own = model.state_dict()
+    for name, tensor in state_dict.items():
+        if name not in own:
+            if allow_mapping and MAPPING_MARKER in name:
+                continue
+            raise TrainerError(f"unexpected tensor {name!r} {tuple(tensor.shape)} not in the model")
+        if own[name].shape != tensor.shape:
+            raise TrainerError(
+                f"shape mismatch for {name!r}: checkpoint {tuple(tensor.shape)}, model {tuple(own[name].shape)}"
+            )
+    for name, tensor in own.items():
+        if name not in state_dict and not (allow_mapping and MAPPING_MARKER in name):
+            raise TrainerError(f"missing tensor {name!r} {tuple(tensor.shape)} in the checkpoint")
+    wanted = {name: t for name, t in state_dict.items() if name in own}
+    model.load_state_dict(wanted, strict=False)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
+    """Rebuild the zoo model of a loaded checkpoint with its weights, in eval mode."""
+    from trainer.zoo import create_model
+
+    validate_checkpoint(checkpoint)
+    spec = checkpoint["model"]
+    model = create_model(spec["name"], **spec["config"])
+    load_state_strict(model, checkpoint["state_dict"], allow_mapping=False)
+    return model.eval()
