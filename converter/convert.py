@@ -25,7 +25,7 @@ import onnx
 
 from converter.errors import ConverterError
 from converter.graph import GraphInfo, ModelSource, analyze, load_onnx, prepare
-from converter.lowering import import_tensorflow, lower
+from converter.lowering import import_tensorflow, lower, native_stderr_silenced
 
 TARGETS = ("lce", "tflite")
 
@@ -85,7 +85,8 @@ def convert_with_report(
         raise ConverterError("int8 quantisation needs calibration data (--calibration-data)")
     model = prepare(load_onnx(onnx_model), input_shape)
     info = analyze(model)
-    _module, function = lower(info)
+    with native_stderr_silenced():  # TensorFlow probes for GPUs when it first builds a graph
+        _module, function = lower(info)
     shape = info.shapes[model.graph.input[0].name]
     if target == "lce":
         flatbuffer = _convert_lce(_module, function)
@@ -96,9 +97,10 @@ def convert_with_report(
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence the converters' progress chatter on stdout/stderr of Python (not their C++ logs)."""
+    """Silence the converters' progress chatter (Python's and the C++ logs)."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
+        with native_stderr_silenced():
+            yield
 
 
 def _convert_lce(module, function) -> bytes:

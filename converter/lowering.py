@@ -19,8 +19,10 @@ so a one-padding that differs from SAME (e.g. PyTorch ``padding=1, stride=2``) i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,9 +37,29 @@ def import_tensorflow():
     """TensorFlow with Keras 2 (larq and LCE need it); imported lazily, only by the converter."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with native_stderr_silenced():  # CUDA-probe chatter of the C++ runtime on a CPU-only machine
+        import tensorflow as tf
 
     return tf
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 (C++ logs) to /dev/null for a while; Python exceptions still propagate."""
+    if os.environ.get("EDGEBNN_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass

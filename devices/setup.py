@@ -67,6 +67,7 @@ def download_wheels(packages: list[str], arch: str, glibc: str | None, python: s
         raise DevicesError(
             f"no wheels for {arch} (glibc {glibc}, Python {python}) of {' '.join(packages)}: "
             f"{(missing or done.stderr.strip().splitlines() or ['pip failed'])[-1].strip()}"
+            + ("; this is a 32-bit OS: install the 64-bit OS" if arch.startswith("armv") else "")
         )
     return folder
 

@@ -311,6 +311,9 @@ def _verify_stage(config: PipelineConfig, onnx_path: Path, tflite_paths: list[Pa
             console.print(f"{path.name}: {result.describe()}")
             if not result.passed:
                 raise PipelineError(f"verification failed for {path}: {result.describe()}")
+            # A sidecar the benchmark plots read (runtime/metadata.py): accuracy measured on this file.
+            sidecar = {"accuracy": summary[path.name]["accuracy"], "samples": count, "data": config.data}
+            _write_json_atomic(path.with_suffix(".json"), sidecar)
         _write_json_atomic(out_json, summary)
         return summary
 

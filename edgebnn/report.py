@@ -70,30 +70,28 @@ def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Non
     plt.close(figure)
 
 
-def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> None:
-    """Three panels side by side: test accuracy, median latency (1 thread) and file size per format."""
+def plot_tradeoff(rows: list[dict[str, Any]], latencies: dict[str, float], path: Path) -> None:
+    """Three panels side by side: test accuracy and file size per file, median latency per runtime."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    names = [row["label"] for row in rows]
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(rows)]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4))
+    labels = [row["label"] for row in rows]
     panels = (
-        ("test accuracy (%)", [100 * (row["accuracy"] or 0) for row in rows], "{:.2f}"),
-        ("median latency, 1 thread (ms)", [row["latency_ms"] or 0 for row in rows], "{:.3f}"),
-        ("file size (KB)", [row["bytes"] / 1024 for row in rows], "{:.0f}"),
+        ("test accuracy (%)", labels, [100 * (row["accuracy"] or 0) for row in rows], "{:.2f}"),
+        ("median latency, 1 thread, this host (ms)", list(latencies), list(latencies.values()), "{:.3f}"),
+        ("file size (KB)", labels, [row["bytes"] / 1024 for row in rows], "{:.0f}"),
     )
-    for axis, (title, values, fmt) in zip(axes, panels, strict=True):
-        bars = axis.bar(names, values, color=colours)
-        axis.set_title(title, fontsize=10)
+    for axis, (title, names, values, fmt) in zip(axes, panels, strict=True):
+        bars = axis.bar(names, values, color=[f"C{index}" for index in range(len(values))])
+        axis.set_title(title, fontsize=10, pad=12)
         axis.tick_params(axis="x", labelsize=8, rotation=15)
         for bar, value in zip(bars, values, strict=True):
             axis.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                           ha="center", va="bottom", fontsize=8)  # fmt: skip
-    low = min(panels[0][1]) if rows else 0
-    axes[0].set_ylim(max(0, low - 5), 100)
+    axes[0].set_ylim(max(0, min(panels[0][2], default=0) - 5), 101)
     figure.tight_layout()
     _save_figure(figure, path)
     plt.close(figure)
@@ -135,31 +133,19 @@ def write_report(config: Any, out: Path, summaries: dict[str, dict[str, Any]]) -
         ("ONNX", onnx_name, None),
     ]
 
-    def latency(name: str) -> float | None:
-        for r in bench["results"]:
-            if (
-                Path(r["model"]).name == name
-                and r["threads"] == 1
-                and r["status"] == "ok"
-                and r.get("kernel") in (None, "default")
-            ):
-                return r["median_ms"]
-        return None
-
     deploy_rows = []
     for label, name, target in files:
         accuracy = verify["onnx"]["accuracy"] if target is None else verify[name]["accuracy"]
+        size = (out / name).stat().st_size
         deploy_rows.append(
-            {
-                "label": label,
-                "name": name,
-                "bytes": (out / name).stat().st_size,
-                "accuracy": accuracy,
-                "latency_ms": latency(name),
-                "target": target,
-            }  # fmt: skip
+            {"label": label, "name": name, "bytes": size, "accuracy": accuracy, "target": target}
         )
-    plot_tradeoff(deploy_rows, out / "tradeoff.png")
+    latencies = {
+        r["runtime"] + (f" ({r['kernel']})" if r.get("kernel") else ""): r["median_ms"]
+        for r in bench["results"]
+        if r["threads"] == 1 and r["status"] == "ok"
+    }
+    plot_tradeoff(deploy_rows, latencies, out / "tradeoff.png")
 
     system = bench["system"]
     lines = [

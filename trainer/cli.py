@@ -159,6 +159,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import os
     import sys
 
     from trainer.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
@@ -168,15 +169,20 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         result = train(TrainConfig(**options))
     except (TrainingInterrupted, TrainingDiverged) as stopped:
-        print(f"edgebnn train: {stopped}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
+            print(f"edgebnn train: {stopped}", file=sys.stderr)
         return stopped.exit_code
     if result.final and result.rank == 0:
         print(
-            f"done: best epoch {result.best_epoch} (val {100 * result.best_val_acc:.2f}%, "
-            f"test {100 * result.best_test_acc:.2f}%) -> {result.best_checkpoint}; "
+            f"done: best epoch {result.best_epoch} (val {_percent(result.best_val_acc)}, "
+            f"test {_percent(result.best_test_acc)}) -> {result.best_checkpoint}; "
             f"curves {result.curves_path}, metrics {result.metrics_path}"
         )
     return 0
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _parse_model_options(pairs: list[str]) -> dict:

@@ -132,8 +132,8 @@ class TrainResult:
     curves_path: Path
     final: dict  # the metrics of the last epoch
     best_epoch: int
-    best_val_acc: float
-    best_test_acc: float  # test accuracy of the best-validation epoch (the one in best.pt)
+    best_val_acc: float | None  # None without a validation split (--val-size 0)
+    best_test_acc: float | None  # test accuracy of the best-validation epoch (the one in best.pt)
     state_hash: str  # SHA-256 of the final weights
     rank: int = 0  # this process's rank under torchrun (only rank 0 writes files)
     history: list[dict] = field(default_factory=list)
@@ -227,7 +227,7 @@ def train(config: TrainConfig) -> TrainResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: _lr_factor(cfg, done))
 
     # --- resume -----------------------------------------------------------------------------------
-    start_epoch, history, best = 1, [], {"epoch": 0, "val_acc": -1.0, "test_acc": 0.0}
+    start_epoch, history, best = 1, [], {"epoch": 0, "val_acc": None, "test_acc": None}
     resume_point: dict | None = None
     flip_reference = layers.weight_signs(model)
     if cfg.resume:
@@ -294,10 +294,14 @@ def train(config: TrainConfig) -> TrainResult:
             aug_gen = torch.Generator().manual_seed(_mix_seed(cfg.seed, epoch, rank))
             stats = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0}
             first_step = 0
-            if resume_point and resume_point["epoch"] == epoch:
-                first_step, stats = resume_point["step"], dict(resume_point["stats"])
+            if resume_point and resume_point["epoch"] == epoch:  # continue inside this epoch
+                first_step = resume_point["step"]
                 global_step += first_step
-                aug_gen.set_state(resume_point["aug_rng"])
+                if is_main:  # the saved partial sums cover all ranks
+                    stats = dict(resume_point["stats"])
+                if augment:  # replay the skipped batches' random draws: same generator state
+                    for skipped in batches[:first_step]:
+                        random_crop_flip(train_x[skipped.to(device)], padding, aug_gen)
             resume_point = None
             lr = optimizer.param_groups[0]["lr"]
 
@@ -310,7 +314,9 @@ def train(config: TrainConfig) -> TrainResult:
                     if interrupt_at and global_step == interrupt_at:
                         signal.raise_signal(signal.SIGINT)
                     if _any_rank(stop.requested, world_size, device):
-                        point = {"epoch": epoch, "step": step, "stats": stats, "aug_rng": aug_gen.get_state()}
+                        keys = ("loss", "ce", "aux", "correct", "count")
+                        sums = _sum_over_ranks([stats[k] for k in keys], world_size, device)
+                        point = {"epoch": epoch, "step": step, "stats": {**stats, **dict(zip(keys, sums, strict=True))}}
                         if is_main:
                             ckpt_io.save_checkpoint(
                                 str(last_path), checkpoint_payload(epoch - 1, dict(best), point)
@@ -390,12 +396,9 @@ def train(config: TrainConfig) -> TrainResult:
                 "steps": len(batches),
             }
             history.append(metrics)
-            if val_acc is None or val_acc > best["val_acc"]:  # without a validation split: the last epoch
-                best = {
-                    "epoch": epoch,
-                    "val_acc": val_acc if val_acc is not None else -1.0,
-                    "test_acc": test_acc,
-                }
+            # The best validation accuracy so far; without a validation split, the last epoch.
+            if val_acc is None or best["val_acc"] is None or val_acc > best["val_acc"]:
+                best = {"epoch": epoch, "val_acc": val_acc, "test_acc": test_acc}
             if is_main:
                 summary = {
                     **_checkpoint_metrics(metrics),
@@ -425,8 +428,8 @@ def train(config: TrainConfig) -> TrainResult:
         curves_path=curves_path,
         final=history[-1] if history else {},
         best_epoch=int(best["epoch"]),
-        best_val_acc=float(best["val_acc"]),
-        best_test_acc=float(best["test_acc"]),
+        best_val_acc=best["val_acc"],
+        best_test_acc=best["test_acc"],
         state_hash=state_hash,
         rank=rank,
         history=history,
@@ -551,12 +554,16 @@ def _write_curves(path: Path, history: list[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     figure, (loss_ax, acc_ax, flip_ax) = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key, label in (("loss", "total"), ("ce", "cross-entropy"), ("aux", "LNS aux")):
-        loss_ax.plot(epochs, [row[key] for row in history], marker=".", label=label)
+    loss_ax.plot(epochs, [row["ce"] for row in history], marker=".", label="cross-entropy")
     loss_ax.set_title("training loss")
+    if any(row["aux"] for row in history):  # LNS: its summed aux loss has another scale, own axis
+        aux_ax = loss_ax.twinx()
+        aux_ax.plot(epochs, [row["aux"] for row in history], marker=".", ls="--", color="tab:green")
+        aux_ax.set_ylabel("LNS aux loss (dashed)", color="tab:green")
     for key, label in (("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test")):
         values = [row[key] for row in history]
         if any(v is not None for v in values):
@@ -567,6 +574,7 @@ def _write_curves(path: Path, history: list[dict]) -> None:
     warmup_end = max((row["epoch"] for row in history if row["phase"] == "warmup"), default=0)
     for axis in (loss_ax, acc_ax, flip_ax):
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if warmup_end:
             axis.axvspan(0.5, warmup_end + 0.5, color="grey", alpha=0.12, label="mapping warm-up")

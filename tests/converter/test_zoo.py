@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from converter_nets import randomize_batchnorm
 
 from converter.audit import audit
@@ -28,7 +27,7 @@ def zoo_cases():
         yield pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.parametrize("name", zoo_cases())
+@pytest.mark.parametrize("name", list(zoo_cases()))
 def test_zoo_model_converts_fully_binary_and_verifies(name):
     torch.manual_seed(0)
     spec = zoo.MODELS[name]

@@ -167,3 +167,12 @@ def test_emulated_cpuinfo_looks_like_a_pi4():
     assert "CPU part\t: 0xd08" in text and "Raspberry Pi 4" in text
     assert "sve" not in text and "asimddp" not in text
     assert "CPU architecture: 7" in pi_cpuinfo(load_profile("rpi4"), "armhf", 2)
+
+
+def test_no_wheels_for_a_32_bit_pi_is_a_clear_error(tmp_path, monkeypatch):
+    """Asks PyPI (reachable in CI): numpy 1.26.4 has no armv7l wheel there."""
+    from devices.setup import download_wheels
+
+    monkeypatch.setenv("EDGEBNN_CACHE", str(tmp_path))
+    with pytest.raises(DevicesError, match=r"no wheels for armv7l .*numpy==1\.26\.4"):
+        download_wheels(["numpy==1.26.4"], "armv7l", "2.36", "3.11", log=lambda message: None)

@@ -251,3 +251,11 @@ def test_one_epoch_on_5000_real_fashion_mnist_images_beats_70_percent(tmp_path):
         )
     )
     assert result.final["test_acc"] > 0.70, result.final
+
+
+def test_without_a_validation_split_best_is_the_last_epoch(tmp_path):
+    result = train(tiny_run(tmp_path, val_size=0, epochs=2))
+    rows = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    assert [row["val_acc"] for row in rows] == [None, None]
+    assert result.best_epoch == 2 and result.best_val_acc is None
+    assert load_checkpoint(result.best_checkpoint)["epoch"] == 2
