@@ -33,7 +33,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from converter.audit import audit  # noqa: E402
-from converter.convert import convert  # noqa: E402
+from converter.conversion import convert  # noqa: E402
 from runtime.engines import LceEngine  # noqa: E402
 
 CHANNELS = (32, 64, 64, 128)  # stem output, then three binary convs (LCE-friendly multiples of 32)

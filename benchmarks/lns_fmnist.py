@@ -65,6 +65,11 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--rho", type=float, default=0.005)
     parser.add_argument("--subset", type=int, default=None, help="first N training images (quick studies)")
+    parser.add_argument(
+        "--width", type=int, default=None, help="fmnist-bnn channel width (default: the zoo's)"
+    )
+    parser.add_argument("--val-size", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="runs/lns_fmnist")
     args = parser.parse_args()
@@ -106,8 +111,9 @@ def main() -> None:
                   f"{100 * (summary['mean_flip_rate'] or 0):.3f}%", flush=True)  # fmt: skip
 
     print()
-    print(f"{args.model} on Fashion-MNIST, seeds {args.seeds}, baseline {args.baseline_epochs} epochs, "
-          f"fine-tuning {budget} epochs" + (f", subset {args.subset}" if args.subset else ""))  # fmt: skip
+    print(f"{args.model}" + (f" width {args.width}" if args.width else "") + f" on Fashion-MNIST, seeds {args.seeds}, "
+          f"baseline {args.baseline_epochs} epochs, fine-tuning {budget} epochs"
+          + (f", subset {args.subset}" if args.subset else ""))  # fmt: skip
     print(f"{'variant':40s} {'test acc mean':>14s} {'std':>7s} {'best':>7s} {'flip rate':>10s}")
     table = {}
     for name, rows in results.items():

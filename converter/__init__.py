@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "convert": "converter.convert",
-    "convert_with_report": "converter.convert",
+    "convert": "converter.conversion",
+    "convert_with_report": "converter.conversion",
     "audit": "converter.audit",
     "summarize_onnx": "converter.audit",
     "verify": "converter.verify",

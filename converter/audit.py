@@ -66,7 +66,7 @@ def _tensor_label(model: TFLiteModel, index: int) -> str:
 
 
 def audit(tflite: bytes | str | os.PathLike, conversion=None) -> TFLiteAudit:
-    """Audit a .tflite file. ``conversion`` (a ``converter.convert.Conversion``) adds the ONNX names."""
+    """Audit a .tflite file. ``conversion`` (a ``converter.conversion.Conversion``) adds the ONNX names."""
     model = read_tflite(tflite)
     histogram = Counter(op.name for op in model.operators)
     packed, unpacked = 0, 0

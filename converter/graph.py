@@ -144,6 +144,7 @@ class ConvInfo:
     scales: np.ndarray | None = None  # per output channel |w| of binary weights
     binarized_input: bool = False  # activations are +-1 (a binary layer in the model's intent)
     binary_weights: bool = False
+    relu_after: str | None = None  # output of the Relu that alone consumes this binary conv
 
 
 @dataclass
@@ -307,5 +308,24 @@ def analyze(model: onnx.ModelProto) -> GraphInfo:
             info.plain_signs.add(node.output[0])
     for node in model.graph.node:
         if node.op_type == "Conv":
-            info.convs[node.output[0]] = _analyze_conv(info, node)
+            conv = info.convs[node.output[0]] = _analyze_conv(info, node)
+            if conv.binary:
+                conv.relu_after = _sole_relu_consumer(info, node)
     return info
+
+
+def _sole_relu_consumer(info: GraphInfo, node: onnx.NodeProto) -> str | None:
+    """The output of a Relu that is the only consumer of a bias-free Conv, else None.
+
+    With weights +-a_o (a_o > 0), relu(a_o * acc) = a_o * relu(acc): the lowering moves the scale
+    after the Relu so that LCE fuses the Relu into the binary conv (its clamp acts before the
+    multiplier) and the scale plus a following BatchNorm into the multiplier and bias.
+    """
+    output = node.output[0]
+    consumers = info.consumers.get(output, [])
+    bias = info.const(node.input[2]) if len(node.input) > 2 else None
+    if len(consumers) != 1 or consumers[0].op_type != "Relu" or (bias is not None and np.any(bias)):
+        return None
+    if output in {value.name for value in info.model.graph.output}:
+        return None
+    return consumers[0].output[0]

@@ -7,8 +7,9 @@ everything else is "plain" (same axes as in ONNX). Constants stay numpy arrays.
 
 Binary convolutions (see ``converter.graph``) are emitted as LCE expects them:
 ``tf.where(x >= 0, 1, -1)`` -> [``tf.pad(..., constant_values=1)``] -> ``conv2d(VALID)`` with a
-+-1 filter -> ``* a_o`` -> ``+ bias``. LCE's fused one-padding always computes TF-SAME geometry,
-so a one-padding that differs from SAME (e.g. PyTorch ``padding=1, stride=2``) is emitted as
++-1 filter -> ``* a_o`` -> ``+ bias``; before a Relu that is its only consumer, ``* a_o`` moves
+after the Relu (a_o > 0) so that LCE fuses the Relu too. LCE's fused one-padding always computes
+TF-SAME geometry, so a one-padding that differs from SAME (e.g. PyTorch ``padding=1, stride=2``) is emitted as
 ``tf.pad(x_float, 1.0)`` before the binarizer instead: exact, still binary, slightly slower.
 
     >>> from converter.graph import analyze, load_onnx, prepare
@@ -233,7 +234,19 @@ def lower_sign(ctx: Context, node: onnx.NodeProto) -> list[Value]:
 @lowering("Relu")
 def lower_relu(ctx: Context, node: onnx.NodeProto) -> list[Value]:
     value = ctx.get(node.input[0])
-    return [Value(ctx.tf.nn.relu(value.tensor), value.layout, value.chw)]
+    result = ctx.tf.nn.relu(value.tensor)
+    scales = _deferred_scales(ctx.info, node)
+    if scales is not None:  # relu(a * acc) = a * relu(acc): LCE fuses relu, then this mul
+        result = result * scales
+    return [Value(result, value.layout, value.chw)]
+
+
+def _deferred_scales(info: GraphInfo, relu: onnx.NodeProto) -> np.ndarray | None:
+    """The +-a_o weight scales of the binary conv before ``relu`` that its lowering left out."""
+    conv = info.convs.get(relu.input[0])
+    if conv is None or not conv.binary or conv.relu_after != relu.output[0]:
+        return None
+    return None if np.all(conv.scales == 1.0) else conv.scales
 
 
 @lowering("Clip")
@@ -347,7 +360,9 @@ def lower_conv(ctx: Context, node: onnx.NodeProto) -> list[Value]:
     conv = ctx.info.convs[node.output[0]]
     kernel = weights.shape[2:]
     if conv.binary:
-        result = _binary_conv(ctx, node, conv, weights, attrs)
+        # Before a sole Relu the filter stays exactly +-1 (multiplier 1, bias 0): only then does
+        # LCE fuse the Relu; lower_relu applies the scales after it.
+        result = _binary_conv(ctx, node, conv, weights, attrs, scaled=conv.relu_after is None)
     else:
         x = ctx.nhwc(ctx.get(node.input[0]), node)
         in_hw = tuple(_static_shape(x)[1:3])
@@ -406,7 +421,9 @@ def _conv_groups(tf, x, weights: np.ndarray, group: int, strides, dilations, pad
     return tf.concat(outputs, axis=-1)
 
 
-def _binary_conv(ctx: Context, node: onnx.NodeProto, conv, weights: np.ndarray, attrs: dict):
+def _binary_conv(
+    ctx: Context, node: onnx.NodeProto, conv, weights: np.ndarray, attrs: dict, scaled: bool = True
+):
     tf = ctx.tf
     x = ctx.nhwc(ctx.get(conv.float_input), node)
     in_hw = tuple(_static_shape(x)[1:3])
@@ -424,7 +441,7 @@ def _binary_conv(ctx: Context, node: onnx.NodeProto, conv, weights: np.ndarray, 
         # Not SAME geometry (LCE would silently compute SAME): pad the float input with +1 instead.
         binarized = tf.where(tf.pad(x, paddings, constant_values=1.0) >= 0.0, 1.0, -1.0)
     result = tf.nn.conv2d(binarized, signs, strides, "VALID", dilations=dilations)
-    if not np.all(conv.scales == 1.0):
+    if scaled and not np.all(conv.scales == 1.0):
         result = result * conv.scales
     return result
 

@@ -220,7 +220,7 @@ def manifest(conversion, model, report) -> dict:
 
 def run_convert(args: argparse.Namespace) -> int:
     from converter.audit import audit, print_audit, print_summary, summarize_info, wide_console
-    from converter.convert import convert_with_report
+    from converter.conversion import convert_with_report
     from converter.embed import embed_c
     from converter.errors import ConverterError
     from converter.files import check_writable, write_atomically

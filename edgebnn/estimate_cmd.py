@@ -133,7 +133,7 @@ def zoo_graph(name: str, cache: Path | None = None) -> bytes:
         export_onnx(
             model, input_shape=input_shape, metadata={"edgebnn.model": name}, path=onnx_path, verify=False
         )
-    from converter.convert import convert
+    from converter.conversion import convert
 
     flatbuffer = convert(str(onnx_path))
     write_atomic(tflite_path, flatbuffer)
@@ -159,7 +159,7 @@ def model_flatbuffer(model: str) -> bytes:
             raise BenchError(f"model file not found: {path}")
         if path.suffix.lower() == ".tflite":
             return path.read_bytes()
-        from converter.convert import convert
+        from converter.conversion import convert
 
         return convert(str(path))
     from trainer.zoo import MODELS

@@ -59,9 +59,14 @@ class PipelineConfig:
     data: str = "fashion-mnist"
     data_dir: str | None = None
     model: str = "fmnist-bnn"
+    # The demo trains a half-width fmnist-bnn on 15,000 images: a full-width epoch over all 55,000
+    # takes ~14 minutes on 2 cores (docs/training.md), this one ~1 minute.
+    model_options: dict[str, Any] | None = field(default_factory=lambda: {"width": 32})
+    subset: int | None = 15000
+    val_size: int | None = 5000
     seed: int = 0
     threads: int | None = None
-    baseline: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=4, lr=2e-3))
+    baseline: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=3, lr=2e-3))
     finetune: TrainSettings = field(
         default_factory=lambda: TrainSettings(epochs=2, lr=2e-4, warmup_mapping_epochs=1)
     )
@@ -78,6 +83,8 @@ class PipelineConfig:
     def full(cls, **overrides: Any) -> PipelineConfig:
         config = cls(
             out="runs/full",
+            model_options=None,
+            subset=None,
             baseline=TrainSettings(epochs=15, lr=2e-3),
             finetune=TrainSettings(epochs=10, lr=2e-4, warmup_mapping_epochs=2),
             bench_runs=200,
@@ -186,6 +193,9 @@ def _train_stage(
 ) -> Stage:
     train_options = {
         "model": config.model,
+        "model_options": config.model_options,
+        "subset": config.subset,
+        "val_size": config.val_size,
         "data": config.data,
         "data_dir": config.data_dir,
         "out": str(run_dir),
@@ -253,7 +263,7 @@ def _export_stage(checkpoint: Path, onnx_path: Path) -> Stage:
 def _convert_stage(onnx_path: Path, lce_path: Path, float_path: Path) -> Stage:
     def run() -> dict[str, Any]:
         from converter.audit import audit, print_audit
-        from converter.convert import convert_with_report
+        from converter.conversion import convert_with_report
         from converter.files import write_atomically
 
         summary: dict[str, Any] = {}

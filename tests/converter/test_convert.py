@@ -11,7 +11,7 @@ from converter_nets import BinaryConv, ForeignBNN, export, random_inputs, random
 from torch import nn
 
 from converter.audit import audit
-from converter.convert import convert, convert_with_report
+from converter.conversion import convert, convert_with_report
 from converter.tflite_file import read_tflite
 from converter.verify import INT8_MIN_AGREEMENT, INT8_RTOL, verify
 
@@ -162,3 +162,49 @@ def test_int8_float_network_stays_close():
     )
     assert result.passed, result.describe()
     assert result.relative_max_diff > 1e-5  # really quantised: not bit-exact float
+
+
+class ReluBatchNormNet(nn.Module):
+    """float stem -> two residual blocks ``x + BN(ReLU(binary_conv(x)))`` (QuickNet's order) -> dense.
+
+    ``shared=True`` also adds the second conv's output itself, so that block's ReLU cannot take the
+    conv's scale (the Add needs ``a * acc``) and must stay a separate op.
+    """
+
+    def __init__(self, shared: bool = False):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv1, self.bn1 = BinaryConv(32, 32), nn.BatchNorm2d(32)
+        self.conv2, self.bn2 = BinaryConv(32, 32), nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 10)
+        self.shared = shared
+        randomize_batchnorm(self)
+
+    def forward(self, x):
+        x = self.bn0(self.stem(x))
+        x = x + self.bn1(F.relu(self.conv1(x)))
+        y = self.conv2(x)
+        x = x + self.bn2(F.relu(y)) + (y if self.shared else 0.0)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["fused", "shared"])
+def test_binary_conv_relu_batchnorm_fuse_into_lce_bconv2d(shared):
+    """conv(+-a) -> ReLU -> BN lowers as conv(+-1) -> ReLU -> *a -> BN: LCE fuses the ReLU into the
+    conv's clamp and the scale and BN into its multiplier and bias, leaving no RELU or MUL."""
+    torch.manual_seed(7)
+    model = ReluBatchNormNet(shared)
+    scales = model.conv1.weight.detach().abs().mean(dim=(1, 2, 3))
+    assert not torch.allclose(scales, torch.ones_like(scales))  # the scales really have to move
+    onnx_bytes = export(model, (1, 12, 12), dynamo=True)
+    conversion = convert_with_report(onnx_bytes)
+    histogram = audit(conversion.flatbuffer, conversion).op_histogram
+    assert histogram["LceBconv2d"] == 2
+    if shared:  # the second block keeps its RELU, and BN's MUL after it; the first still fuses
+        assert histogram.get("RELU") == 1 and histogram.get("MUL") == 1, histogram
+    else:  # before the fusion: 2 RELU, 2 MUL and 4 ADD
+        assert "RELU" not in histogram and "MUL" not in histogram, histogram
+        assert histogram["ADD"] == 2, histogram  # only the residual adds: BN's add is fused too
+    result = verify(onnx_bytes, conversion.flatbuffer, random_inputs((1, 12, 12), count=32, seed=4))
+    assert result.passed, result.describe()
+    assert result.agreement == 1.0 and result.relative_max_diff < 1e-4

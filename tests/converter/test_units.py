@@ -80,6 +80,45 @@ def test_binarizer_and_binary_conv_are_recognised():
     assert not conv.binary and not conv.binarized_input
 
 
+def _conv_relu_model(bias=None, extra_consumer=False) -> onnx.ModelProto:
+    """binarizer -> binary Conv (weights +-2) [-> bias] -> Relu [, and the conv output added back]."""
+    model = _where_conv_model([1, 1, 5, 5], weights=np.full((2, 1, 3, 3), -2.0, np.float32))
+    graph = model.graph
+    conv = graph.node[2]
+    conv.output[0] = "conv"
+    if bias is not None:
+        conv.input.append("bias")
+        graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(bias, np.float32), "bias"))
+    graph.node.append(helper.make_node("Relu", ["conv"], ["relu" if extra_consumer else "logits"]))
+    if extra_consumer:
+        graph.node.append(helper.make_node("Add", ["relu", "conv"], ["logits"]))
+    return model
+
+
+def test_relu_after_binary_conv_is_found_only_where_the_scale_commutes():
+    (conv,) = analyze(_conv_relu_model()).convs.values()
+    assert conv.binary and conv.relu_after == "logits"
+    (conv,) = analyze(_conv_relu_model(bias=[0.5, 0.0])).convs.values()  # relu(a*acc + b) != a*relu(..)
+    assert conv.binary and conv.relu_after is None
+    (conv,) = analyze(_conv_relu_model(bias=[0.0, 0.0])).convs.values()
+    assert conv.relu_after == "logits"
+    (conv,) = analyze(_conv_relu_model(extra_consumer=True)).convs.values()  # the Add needs a*acc
+    assert conv.binary and conv.relu_after is None
+
+
+def test_convert_attribute_is_the_function_even_after_its_module_is_imported():
+    import importlib
+
+    import converter
+
+    importlib.import_module("converter.conversion")
+    assert callable(converter.convert) and converter.convert.__module__ == "converter.conversion"
+    assert converter.convert is converter.conversion.convert
+    from converter import convert
+
+    assert convert is converter.conversion.convert
+
+
 def test_resolve_input_shape():
     assert resolve_input_shape(_where_conv_model(["N", 1, 5, 5]), None) == [1, 1, 5, 5]
     assert resolve_input_shape(_where_conv_model(["N", 1, "H", "W"]), (1, 7, 6)) == [1, 1, 7, 6]

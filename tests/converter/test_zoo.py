@@ -9,7 +9,7 @@ import torch
 from converter_nets import randomize_batchnorm
 
 from converter.audit import audit
-from converter.convert import convert_with_report
+from converter.conversion import convert_with_report
 from converter.verify import verify
 from edgebnn.cli import main
 

@@ -337,13 +337,13 @@ def test_cli_zoo_name_is_converted_once_then_cached_and_onnx_gives_the_same_work
     assert len(cached) == 3 and "fmnist-bnn-0000000000000000.onnx" not in cached  # stale entry dropped
     assert "resnet20-0000000000000000.tflite" in cached
 
-    import converter.convert
+    import converter.conversion
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("the cached graph should have been used")
 
     with monkeypatch.context() as patch:
-        patch.setattr(converter.convert, "convert", no_conversion)
+        patch.setattr(converter.conversion, "convert", no_conversion)
         second = tmp_path / "second.json"
         assert main(["estimate", "fmnist-bnn", "--device", "pixel1", "--json", str(second)]) == 0
     assert json.loads(second.read_text())["total_ms"] == json.loads(first.read_text())["total_ms"]
