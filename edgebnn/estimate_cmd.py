@@ -111,7 +111,7 @@ def zoo_graph(name: str, cache: Path | None = None) -> bytes:
     flatbuffer also on the converter.
     """
     from devices.cache import cache_dir
-    from trainer.export import write_atomic
+    from trainer.files import write_atomic
     from trainer.zoo import MODELS
 
     spec = MODELS[name]

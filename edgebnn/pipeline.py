@@ -159,9 +159,9 @@ class Stage:
 
 
 def _write_json_atomic(path: Path, document: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(temporary, path)
+    from trainer.files import write_atomic
+
+    write_atomic(path, (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def _run_stage(stage: Stage, state_dir: Path, index: int, total: int) -> dict[str, Any]:

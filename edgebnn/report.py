@@ -8,11 +8,13 @@ three training runs) and ``tradeoff.png`` (accuracy, latency and size of each de
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
+
+from trainer.files import write_atomic
 
 RUN_LABELS = {"baseline": "baseline BNN", "finetune": "plain fine-tuning (control)", "lns": "LNS fine-tuning"}
 
@@ -29,9 +31,9 @@ def _pct(value: float | None) -> str:
 
 
 def _save_figure(figure: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    figure.savefig(temporary, format="png", dpi=100)
-    os.replace(temporary, path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    write_atomic(path, buffer.getvalue())
 
 
 def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -222,7 +224,5 @@ def write_report(config: Any, out: Path, summaries: dict[str, dict[str, Any]]) -
         "",
     ]
     report_path = out / "report.md"
-    temporary = report_path.with_name(".report.md.tmp")
-    temporary.write_text("\n".join(lines))
-    os.replace(temporary, report_path)
+    write_atomic(report_path, "\n".join(lines).encode())
     return report_path

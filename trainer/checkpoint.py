@@ -21,9 +21,9 @@ Example::
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from trainer.errors import TrainerError
+from trainer.files import write_atomic
 
 FORMAT = "edgebnn-checkpoint/1"
 MAPPING_MARKER = ".weight_binarizer.mapping."  # state-dict keys of LNS mapping networks
@@ -51,15 +52,9 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically: a temporary file in the same folder, then ``os.replace``."""
     path = Path(path)
     validate_checkpoint(payload, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def validate_checkpoint(payload: Any, source: str = "checkpoint") -> dict[str, Any]:

@@ -19,6 +19,7 @@ Readers raise :class:`DataError` (exit code 2 in the CLI) naming the file and wh
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
 import struct
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from trainer.errors import TrainerError
+from trainer.files import write_atomic
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
@@ -354,12 +356,10 @@ def save_sample_grid(dataset: ImageDataset, path: str | os.PathLike, per_class: 
                 axis.set_ylabel(class_name, rotation=0, ha="right", va="center", fontsize=8)
     figure.suptitle(f"{dataset.name}: {per_class} training samples per class")
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
     try:
-        figure.savefig(temporary, format="png", dpi=80)
-        os.replace(temporary, path)
+        write_atomic(path, buffer.getvalue())
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise DataError(f"cannot write {path}: {error.strerror}") from None
-    finally:
-        plt.close(figure)

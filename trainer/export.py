@@ -29,10 +29,8 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +40,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from trainer.errors import TrainerError
+from trainer.files import write_atomic
 from trainer.layers import binary_layers
 
 OPSET = 18
@@ -221,20 +220,6 @@ def export_onnx_bytes(
 ) -> bytes:
     """``export_onnx`` serialised, for in-memory consumers (``edgebnn summary``, the converter)."""
     return export_onnx(model, input_shape=input_shape, metadata=metadata).SerializeToString()
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_metadata(checkpoint: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
