@@ -64,6 +64,8 @@ class PipelineConfig:
     model_options: dict[str, Any] | None = field(default_factory=lambda: {"width": 32})
     subset: int | None = 15000
     val_size: int | None = 5000
+    augment: bool | None = False  # crop+flip pays off only over many epochs (docs/training.md); None = on
+
     seed: int = 0
     threads: int | None = None
     baseline: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=3, lr=2e-3))
@@ -85,6 +87,7 @@ class PipelineConfig:
             out="runs/full",
             model_options=None,
             subset=None,
+            augment=None,
             baseline=TrainSettings(epochs=15, lr=2e-3),
             finetune=TrainSettings(epochs=10, lr=2e-4, warmup_mapping_epochs=2),
             bench_runs=200,
@@ -196,6 +199,7 @@ def _train_stage(
         "model_options": config.model_options,
         "subset": config.subset,
         "val_size": config.val_size,
+        "augment": config.augment,
         "data": config.data,
         "data_dir": config.data_dir,
         "out": str(run_dir),
