@@ -21,7 +21,9 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
         "show", help="split sizes, classes, pixel statistics and a PNG grid of samples per class"
     )
     show.add_argument("name", help="dataset: fashion-mnist, cifar10 or synthetic")
-    show.add_argument("--data-dir", help="folder with the dataset files (default: where Debian installs them)")
+    show.add_argument(
+        "--data-dir", help="folder with the dataset files (default: where Debian installs them)"
+    )
     show.add_argument("--out", help="write a PNG grid of samples per class to this path")
     show.add_argument("--per-class", type=int, default=8, help="samples per class in the grid (default 8)")
     show.set_defaults(func=_run_data_show)
