@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=2e-4)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--rho", type=float, default=0.005)
+    parser.add_argument("--mapping-lr", type=float, default=1e-3, help="LR of the LNS mapping networks")
     parser.add_argument("--subset", type=int, default=None, help="first N training images (quick studies)")
     parser.add_argument(
         "--width", type=int, default=None, help="fmnist-bnn channel width (default: the zoo's)"
@@ -85,9 +86,12 @@ def main() -> None:
     out = Path(args.out)
     common = {
         "model": args.model,
+        "model_options": {"width": args.width} if args.width else None,
         "data": "fashion-mnist",
         "data_dir": args.data_dir,
         "subset": args.subset,
+        "val_size": args.val_size,
+        "threads": args.threads,
         "verbose": False,
     }
     # Plain fine-tuning has no mapping to warm up: it trains those epochs jointly (same epoch budget).
@@ -110,6 +114,7 @@ def main() -> None:
                 epochs=args.finetune_epochs if lns else budget,
                 warmup_mapping_epochs=args.warmup_mapping_epochs if lns else 0,
                 lr=args.finetune_lr,
+                mapping_lr=args.mapping_lr if lns else None,
                 init=str(base_dir / "best.pt"),
                 seed=seed,
             )

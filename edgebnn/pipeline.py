@@ -74,6 +74,7 @@ class PipelineConfig:
     )
     alpha: float = 1.0
     rho: float = 0.005
+    mapping_lr: float = 1e-3  # the fresh LNS mapping networks learn at this LR (trainer/train.py)
     control: bool = True  # also run plain fine-tuning (ste) with the same schedule, the fair comparison
     deploy: str = "lns"  # which fine-tuned run is exported: "lns" or "finetune"
     verify_samples: int = 10000  # the whole Fashion-MNIST test set
@@ -393,7 +394,15 @@ def run_pipeline(config: PipelineConfig) -> Path:
     stages = [_train_stage(config, "baseline", config.baseline, baseline_dir, binarizer="ste")]
     stages.append(
         _train_stage(
-            config, "lns", finetune, lns_dir, binarizer="lns", alpha=config.alpha, rho=config.rho, **common
+            config,
+            "lns",
+            finetune,
+            lns_dir,
+            binarizer="lns",
+            alpha=config.alpha,
+            rho=config.rho,
+            mapping_lr=config.mapping_lr,
+            **common,
         )
     )
     if config.control:

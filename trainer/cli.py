@@ -109,6 +109,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--mapping-width", type=int, default=2, help="mapping hidden channels = width * c_in"
     )
     binarizer.add_argument(
+        "--mapping-lr", type=float, help="learning rate of the LNS mapping networks (default: --lr)"
+    )
+    binarizer.add_argument(
         "--init", metavar="CKPT", help="start from a trained checkpoint (strict, except new mapping nets)"
     )
     binarizer.add_argument(

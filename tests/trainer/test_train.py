@@ -147,6 +147,24 @@ def test_mapping_warmup_changes_only_the_mapping_networks(baseline, tmp_path):
     assert result.final["phase"] == "warmup"
 
 
+def test_mapping_networks_learn_at_their_own_rate(baseline, tmp_path):
+    result = train(
+        tiny_run(
+            tmp_path,
+            binarizer="lns",
+            init=str(baseline),
+            warmup_mapping_epochs=1,
+            epochs=0,
+            lr=1e-5,
+            mapping_lr=3e-3,
+        )
+    )
+    groups = load_checkpoint(result.last_checkpoint)["optimizer"]["param_groups"]
+    assert [group["lr"] for group in groups] == [1e-5, 1e-5, 3e-3]  # latent weights, the rest, mappings
+    assert groups[2]["params"], "the mapping networks' group is empty"
+    assert load_checkpoint(result.last_checkpoint)["train_config"]["mapping_lr"] == 3e-3
+
+
 def test_init_from_another_architecture_names_the_tensor(baseline, tmp_path, capsys):
     code = main(
         ["train", *TINY_ARGS, "--model-option", "width=16", "--init", str(baseline), "--out", str(tmp_path)]
