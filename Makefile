@@ -16,7 +16,9 @@ test: setup system-data system-test
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || { \
+		echo "edgebnn: cannot create $(VENV) with $(PYTHON): install Python 3.11 with venv (Debian: apt-get install python3.11-venv) or run make PYTHON=/path/to/python3.11" >&2; \
+		rm -rf $(VENV); exit 2; }
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
