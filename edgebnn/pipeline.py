@@ -219,18 +219,20 @@ def _train_stage(
     def run() -> dict[str, Any]:
         from trainer.train import TrainConfig, train
 
-        finished = run_dir / "last.pt"
-        # An interrupted run resumes; a run with other settings (fingerprint changed) starts afresh.
+        # An interrupted run resumes; a run with other settings or another --init checkpoint (a
+        # retrained baseline) starts afresh.
+        settings_path = run_dir / ".pipeline-settings.json"
+        identity = {**train_options, "init_sha256": _file_digest(init) if init else None}
+        identity = json.loads(json.dumps(identity, default=str))
         resume = (
-            finished.exists()
-            and (run_dir / ".pipeline-settings.json").exists()
-            and json.loads((run_dir / ".pipeline-settings.json").read_text())
-            == json.loads(json.dumps(train_options, default=str))
+            (run_dir / "last.pt").exists()
+            and settings_path.exists()
+            and json.loads(settings_path.read_text()) == identity
         )
         if not resume and run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(run_dir / ".pipeline-settings.json", train_options)
+        _write_json_atomic(settings_path, identity)
         result = train(TrainConfig(**train_options, resume=resume))
         return {
             "best_epoch": result.best_epoch,
