@@ -5,15 +5,26 @@ VENV := .venv
 STAMP := $(VENV)/.edgebnn-installed
 EDGEBNN := $(VENV)/bin/edgebnn
 
-.PHONY: demo test setup system-data system-test lint clean-venv
+.PHONY: demo test setup native native-asan system-data system-test lint clean-venv
 
-demo: setup system-data
+demo: setup native system-data
 	$(EDGEBNN) pipeline
 
-test: setup system-data system-test
+test: setup native system-data system-test
 	$(VENV)/bin/python -m pytest -q
 
-setup: $(STAMP)
+setup: $(STAMP) native
+
+# The native runtime (runtime/native): libedgebnn.so (the Python binding loads it), libedgebnn.a,
+# its C tests and kernel benchmark, in runtime/native/build/<arch>/. Needs gcc and make.
+native:
+	@bash scripts/ensure-system.sh compiler
+	@nice -n 10 $(MAKE) -s -C runtime/native all
+
+# The same with -fsanitize=address,undefined (tests/native builds it by itself too).
+native-asan:
+	@bash scripts/ensure-system.sh compiler
+	@nice -n 10 $(MAKE) -s -C runtime/native SAN=1 lib tests
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || { \

@@ -2,7 +2,7 @@
 
 For each model, alternately in fresh processes (harness, bare, harness, bare, ...):
 
-- harness: ``runtime.bench.run_worker`` (the worker process ``edgebnn bench`` uses);
+- harness: ``devices.bench.benchmark`` with one round (the worker process ``edgebnn bench`` uses);
 - bare: a hand-written loop on the runtime's own Python API, no edgebnn code at all
   (LCE ``LiteInterpreter.predict``, LiteRT ``Interpreter.invoke``, ONNX Runtime ``run_with_iobinding``),
   timed the same way (``perf_counter_ns`` around the call, gc off).
@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from devices.bench import benchmark  # noqa: E402
 from runtime import engines  # noqa: E402
-from runtime.bench import run_worker  # noqa: E402
 
 # The bare loop: only the runtime's own API. argv: model runtime runs warmup; prints latencies (ms) as JSON.
 BARE_LOOP = r"""
@@ -81,13 +81,7 @@ def bare(model: str, runtime: str, runs: int, warmup: int) -> list[float]:
 
 
 def harness(model: str, runtime: str, runs: int, warmup: int) -> list[float]:
-    config = {
-        "model": model,
-        "runtime": runtime,
-        "threads": 1,
-        "kernel": "default" if runtime == "lce" else None,
-    }
-    record = run_worker(config, runs, warmup, xnnpack=True, input_path=None, timeout_s=600, profile=False)
+    (record,) = benchmark(model, runtime=runtime, runs=runs, warmup=warmup, rounds=1, timeout_s=600).results
     if record["status"] != "ok":
         raise SystemExit(f"{model}: {record['error']}")
     return record["latencies_ms"]

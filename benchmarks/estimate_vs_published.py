@@ -24,7 +24,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from devices.profiles import load_profile  # noqa: E402
-from edgebnn.estimate_cmd import zoo_graph  # noqa: E402
+from edgebnn.zoo_graph import zoo_graph  # noqa: E402
 from runtime import cost_calibration as calibration  # noqa: E402
 from runtime.estimate import PeakRates, count_work, read_tflite_ops, total_work  # noqa: E402
 

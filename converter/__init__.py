@@ -1,11 +1,12 @@
-"""Conversion of binary networks: ONNX -> Larq Compute Engine / TFLite, audit, verification, embedding.
+"""Conversion of binary networks: ONNX -> Larq Compute Engine / TFLite bytes, audit, embedding.
 
     >>> import converter
     >>> flatbuffer = converter.convert("model.onnx", input_shape=(1, 28, 28))  # doctest: +SKIP
     >>> print(converter.audit(flatbuffer).headline)  # doctest: +SKIP
-    >>> converter.verify("model.onnx", flatbuffer, inputs).passed  # doctest: +SKIP
 
-The names below are imported on first use so that ``import converter`` stays cheap.
+The names below are imported on first use so that ``import converter`` stays cheap. Checking a
+converted model against its source runs models, so it is the runtime's: ``runtime.verify.verify``.
+The converter imports ``formats`` only (never the trainer or the runtime).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ _EXPORTS = {
     "convert_with_report": "converter.conversion",
     "audit": "converter.audit",
     "summarize_onnx": "converter.audit",
-    "verify": "converter.verify",
-    "VerifyResult": "converter.verify",
     "embed_c": "converter.embed",
 }
 

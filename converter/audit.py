@@ -1,15 +1,17 @@
 """What a converted model contains, and what an ONNX model costs: audits printed as rich tables.
 
-``audit`` reads a .tflite flatbuffer without TensorFlow: op histogram, how many binary
+``audit`` reads a .tflite flatbuffer without TensorFlow (``formats.tflite``): op histogram, how many binary
 convolutions became ``LceBconv2d`` (naming every one that did not), packed weight bytes, file size,
 its float32-equivalent size and the compression ratio. ``summarize_onnx`` is a per-layer table in
 the spirit of larq's ``models.summary``: 1-bit and 32-bit parameters, memory, binary and float MACs.
 
     >>> from converter.audit import audit, summarize_onnx, print_audit, print_summary
-    >>> report = audit(open("model.tflite", "rb").read())  # doctest: +SKIP
+    >>> report = audit("model.tflite")  # a converted model (needs a file)  # doctest: +SKIP
     >>> report.headline  # doctest: +SKIP
     '4 of 4 binary convolutions became LceBconv2d'
     >>> print_summary(summarize_onnx("model.onnx"))  # doctest: +SKIP
+
+(``converter.graph``'s example builds a small binary model that ``summarize_onnx`` also takes.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from converter.graph import GraphInfo, ModelSource, analyze, binary_weight_scales, load_onnx, prepare
-from converter.tflite_file import TFLiteModel, read_tflite
+from formats.tflite import TFLiteModel, read_tflite
 
 LCE_RUNTIME = "LCE >= 0.16 custom ops"
 STOCK_RUNTIME = "stock TFLite"

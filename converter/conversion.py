@@ -10,7 +10,10 @@ Targets:
   quantisation calibrated on ``calibration``, NCHW float32 samples normalised like the model input).
 
 The .tflite input is NHWC (``[N, H, W, C]``, same normalisation as the ONNX input); the output is
-the ONNX output. The pure core takes and returns objects; reading and writing files is the CLI's job.
+the ONNX output. The ONNX model's deploy metadata (``formats.metadata``: normalisation, labels,
+accuracy...) becomes the ``edgebnn`` metadata buffer of every .tflite made here, so the file says
+itself how to feed it. The pure core takes and returns objects; reading and writing files is the
+CLI's job.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
 from converter.errors import ConverterError
 from converter.graph import GraphInfo, ModelSource, analyze, load_onnx, prepare
 from converter.lowering import import_tensorflow, lower, native_stderr_silenced
+from formats.metadata import read_onnx, write_tflite
 
 TARGETS = ("lce", "tflite")
 
@@ -83,7 +86,9 @@ def convert_with_report(
         raise ConverterError("int8 quantisation is only available with target 'tflite' (LCE keeps float I/O)")
     if int8 and (calibration is None or len(calibration) == 0):
         raise ConverterError("int8 quantisation needs calibration data (--calibration-data)")
-    model = prepare(load_onnx(onnx_model), input_shape)
+    source = load_onnx(onnx_model)
+    meta = read_onnx(source)
+    model = prepare(source, input_shape)
     info = analyze(model)
     with native_stderr_silenced():  # TensorFlow probes for GPUs when it first builds a graph
         _module, function = lower(info)
@@ -92,7 +97,7 @@ def convert_with_report(
         flatbuffer = _convert_lce(_module, function)
     else:
         flatbuffer = _convert_tflite(_module, function, int8, calibration, shape)
-    return Conversion(bytes(flatbuffer), target, int8, info, shape)
+    return Conversion(write_tflite(bytes(flatbuffer), meta), target, int8, info, shape)
 
 
 @contextlib.contextmanager
@@ -135,8 +140,3 @@ def _convert_tflite(module, function, int8: bool, calibration: np.ndarray | None
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     with _quiet():
         return converter.convert()
-
-
-def onnx_input_is_nchw(model: onnx.ModelProto) -> bool:
-    """Whether the .tflite input is the ONNX input transposed to NHWC (4-D inputs)."""
-    return len(model.graph.input[0].type.tensor_type.shape.dim) == 4

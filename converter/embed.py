@@ -1,9 +1,12 @@
 """Embeddable artifacts: a .tflite flatbuffer as a C array (``NAME.h`` / ``NAME.c``) plus ``NAME.json``.
 
     >>> from converter.embed import embed_c
-    >>> files = embed_c(flatbuffer, "fmnist_bnn", manifest={"input_shape": [1, 28, 28, 1]})  # doctest: +SKIP
-    >>> sorted(files)  # doctest: +SKIP
-    ['fmnist_bnn.c', 'fmnist_bnn.h', 'fmnist_bnn.json']
+    >>> flatbuffer = bytes(range(40))            # the bytes of a .tflite, e.g. converter.convert(...)
+    >>> files = embed_c(flatbuffer, "fmnist-bnn", manifest={"input_shape": [1, 28, 28, 1]})
+    >>> sorted(files)
+    ['fmnist-bnn.c', 'fmnist-bnn.h', 'fmnist-bnn.json']
+    >>> "extern const unsigned char fmnist_bnn[];" in files["fmnist-bnn.h"].decode()
+    True
 
 The array is 16-byte aligned (TFLite reads the flatbuffer in place and needs aligned buffers)
 and ``const``, so it lives in flash/rodata. Pure: returns {file name: contents}; the CLI writes them.

@@ -3,10 +3,22 @@
 This module is pure ONNX (no TensorFlow): the lowering (`converter.lowering`) and the summary
 (`converter.audit`) both read the `GraphInfo` it builds.
 
-    >>> from converter.graph import load_onnx, prepare, analyze
-    >>> model = prepare(load_onnx("model.onnx"), input_shape=(1, 28, 28))  # doctest: +SKIP
-    >>> info = analyze(model)  # doctest: +SKIP
-    >>> [(c.node.name, c.binary, c.reason) for c in info.convs]  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from onnx import TensorProto, helper, numpy_helper
+    >>> from converter.graph import analyze, load_onnx, prepare
+    >>> constants = [numpy_helper.from_array(np.array(value, np.float32), name)
+    ...              for name, value in (("zero", 0.0), ("one", 1.0), ("minus_one", -1.0))]
+    >>> weights = np.where(np.arange(18) % 3, 1.0, -1.0).astype(np.float32).reshape(2, 1, 3, 3)  # +-1
+    >>> nodes = [helper.make_node("GreaterOrEqual", ["input", "zero"], ["ge"]),  # the binarizer
+    ...          helper.make_node("Where", ["ge", "one", "minus_one"], ["signs"]),
+    ...          helper.make_node("Conv", ["signs", "w"], ["logits"], name="bconv")]
+    >>> inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 5, 5])]
+    >>> outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, 3, 3])]
+    >>> graph = helper.make_graph(nodes, "bnn", inputs, outputs, [*constants, numpy_helper.from_array(weights, "w")])
+    >>> model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    >>> info = analyze(prepare(load_onnx(model.SerializeToString()), input_shape=(1, 5, 5)))
+    >>> [(conv.node.name, conv.binary) for conv in info.convs.values()]
+    [('bconv', True)]
 
 What counts as an activation binarizer (LCE maps 0 to +1, so only binarizers that do the same):
 - ``Where(GreaterOrEqual(x, 0), 1, -1)`` (our exporter's form) and ``Where(Less(x, 0), -1, 1)``;
@@ -57,11 +69,6 @@ def load_onnx(source: ModelSource) -> onnx.ModelProto:
         first_line = str(error).strip().splitlines()[0]
         raise ConverterError(f"{label} is not a valid ONNX model: {first_line}") from None
     return model
-
-
-def metadata(model: onnx.ModelProto) -> dict[str, str]:
-    """The model's ``metadata_props`` as a dict (``edgebnn.*`` keys per CONTRIBUTING.md)."""
-    return {prop.key: prop.value for prop in model.metadata_props}
 
 
 def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:

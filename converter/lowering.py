@@ -15,7 +15,7 @@ TF-SAME geometry, so a one-padding that differs from SAME (e.g. PyTorch ``paddin
     >>> from converter.graph import analyze, load_onnx, prepare
     >>> from converter.lowering import lower
     >>> info = analyze(prepare(load_onnx("model.onnx"), (1, 28, 28)))  # doctest: +SKIP
-    >>> module, function = lower(info)  # doctest: +SKIP   (a tf.Module and its concrete function)
+    >>> module, function = lower(info)  # a tf.Module and its concrete function  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     'Cortex-A72'
 
 Modules: ``profiles`` (TOML profiles), ``transport`` (local/SSH/adb), ``target`` (``--host`` ->
-transport), ``check`` (probe + traps), ``setup`` (offline wheel install), ``remote``
-(``bench_remote``), ``emulator`` (the emulated Pi), ``cli`` (``edgebnn devices``). No torch, no
-TensorFlow here.
+transport), ``check`` (probe + traps), ``setup`` (offline wheel install), ``bench`` (the one
+benchmark path, this host included), ``remote`` (a temp folder on a device), ``lce_benchmark``
+(LCE's benchmark tool), ``emulator`` (the emulated Pi), ``cli`` (``edgebnn bench``, ``edgebnn
+devices``). Imports the runtime and formats; no trainer, converter, torch or TensorFlow here.
 """

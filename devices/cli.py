@@ -1,17 +1,51 @@
-"""``edgebnn devices``: list/show profiles, check and set up a device, start the emulated Pi.
+"""``edgebnn bench`` (here or on a device) and ``edgebnn devices`` (profiles, check, setup, the emulated Pi).
 
-edgebnn devices list
-edgebnn devices show rpi4
-edgebnn devices check rpi4 --host pi@192.168.1.50
-edgebnn devices setup rpi4 --host pi@192.168.1.50
-edgebnn devices emulate rpi4 up            # then: --host emulator
+    edgebnn bench bnn.tflite float.tflite cnn.onnx --threads 1,2 --lce-kernel default,indirect \\
+        --json bench.json --plot bench.png
+    edgebnn bench bnn.tflite model.onnx --device rpi4 --host pi@192.168.1.50 --threads 1,4
+    edgebnn devices list
+    edgebnn devices show rpi4
+    edgebnn devices check rpi4 --host pi@192.168.1.50
+    edgebnn devices setup rpi4 --host pi@192.168.1.50
+    edgebnn devices emulate rpi4 up            # then: --host emulator
+
+Both drive this stage's API (``devices.bench.benchmark``, the one benchmark path; a host benchmark
+is a benchmark on the local target). Library errors name their parameters; ``edgebnn.cli`` prints
+the flags instead (``PARAMETER_FLAGS`` where the two differ).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
+
+RUNTIME_CHOICES = ("auto", "lce", "litert", "onnxruntime")
+KERNEL_CHOICES = ("default", "indirect", "reference")
+PARAMETER_FLAGS = {"timeout_s": "--timeout"}
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 1,2,4, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
+    return values
+
+
+def _kernel_list(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [v for v in values if v not in KERNEL_CHOICES]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(
+            f"LCE kernels are {', '.join(KERNEL_CHOICES)} (comma-separated), got {text!r}"
+        )
+    return values
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +67,62 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands. Heavy imports belong inside the handlers."""
+    _register_bench(subparsers)
+    _register_devices(subparsers)
+
+
+def _register_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure latency, memory and size of .tflite/.onnx models",
+        description="Measure each (model, runtime, threads) configuration in a fresh process: load time, "
+        "first inference, warm latency (median, p90, p99, spread), peak memory and file size. "
+        "Several models are measured interleaved in rounds and compared with the first one.",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=".tflite or .onnx files")
+    parser.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
+                        help="auto: lce for models with LCE ops, litert for other .tflite, onnxruntime for .onnx")  # fmt: skip
+    parser.add_argument(
+        "--threads", type=_int_list, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=100, help="timed invocations per configuration (default 100)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed invocations per process first (default 10)"
+    )
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="fresh processes per configuration, interleaved (default 1 for one configuration, else 3)")  # fmt: skip
+    parser.add_argument("--lce-kernel", type=_kernel_list, default=("default",),
+                        help="LCE binary conv kernel(s): default, indirect, reference; e.g. default,indirect")  # fmt: skip
+    parser.add_argument("--xnnpack", action=argparse.BooleanOptionalAction, default=True,
+                        help="TFLite's XNNPACK delegate for lce and litert (default on)")  # fmt: skip
+    parser.add_argument(
+        "--input", default=None, metavar="NPY", help="input array (.npy); default seeded random"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                        help="seconds one worker may take before it is killed (default 300)")  # fmt: skip
+    parser.add_argument("--json", default=None, metavar="OUT.json", help="write the report (edgebnn-bench/1)")
+    parser.add_argument("--plot", default=None, metavar="OUT.png", help="write latency (and accuracy) charts")
+    parser.add_argument("--profile", action="store_true", help="per-op profile where the runtime has one")
+    remote = parser.add_argument_group("remote device (devices stage, see docs/devices.md)")
+    remote.add_argument(
+        "--device", default="host", metavar="NAME", help="device profile; 'host' = this machine"
+    )
+    remote.add_argument("--host", default=None, metavar="USER@ADDR",
+                        help="where the device is: USER@ADDR (SSH), adb:SERIAL, local or emulator")  # fmt: skip
+    remote.add_argument("--port", type=int, default=None, help="SSH port of the device")
+    remote.add_argument("--identity", default=None, metavar="KEY", help="SSH private key file")
+    remote.add_argument("--known-hosts", default=None, metavar="FILE", help="SSH known_hosts file")
+    remote.add_argument(
+        "--accept-new-host-key", action="store_true", help="trust a device's SSH key on first use"
+    )
+    remote.add_argument("--lce-benchmark-binary", default=None, metavar="PATH",
+                        help="LCE's lce_benchmark_model for the device's architecture (LCE models on a device)")  # fmt: skip
+    parser.set_defaults(func=run_bench, parameter_flags=PARAMETER_FLAGS)
+
+
+def _register_devices(subparsers: argparse._SubParsersAction) -> None:
     devices = subparsers.add_parser(
         "devices", help="device profiles, remote check/setup, emulated Raspberry Pi",
         description="Target devices: profiles (TOML), SSH/adb access, runtime setup without internet on the "
@@ -228,3 +318,73 @@ def run_emulate(args: argparse.Namespace) -> int:
         extra = f" at {info['host']} port {info['port']}" if info["running"] else ""
         print(f"emulated {args.name} ({args.arch}): {state}{extra}")
     return 0
+
+
+# ---- edgebnn bench ------------------------------------------------------------------------------
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.console import Console
+
+    from devices.bench import benchmark
+    from runtime.errors import BenchError
+    from runtime.record import config_label
+
+    if args.device == "host" and (args.host or args.lce_benchmark_binary):
+        raise BenchError("--host and --lce-benchmark-binary are for a remote device: add --device NAME")
+    data: Any = "random"
+    if args.input:
+        try:
+            data = np.load(args.input)
+        except (OSError, ValueError) as error:
+            raise BenchError(f"--input {args.input}: cannot read a .npy array ({error})") from None
+    console = Console(stderr=True)
+    with console.status("benchmarking...") as status:
+        report = benchmark(
+            args.models, device=args.device, host=args.host, port=args.port, identity=args.identity,
+            known_hosts=args.known_hosts, accept_new_host_key=args.accept_new_host_key,
+            lce_benchmark_binary=args.lce_benchmark_binary, runtime=args.runtime, threads=args.threads,
+            runs=args.runs, warmup=args.warmup, lce_kernel=args.lce_kernel, xnnpack=args.xnnpack, input=data,
+            timeout_s=args.timeout, rounds=args.rounds, profile=args.profile,
+            on_record=lambda record: status.update(f"measured {config_label(record)}: {record['status']}"),
+            progress=lambda message: status.update(message),
+        )  # fmt: skip
+
+    report.print()
+    if args.profile:
+        _print_profiles(report, Console(width=None if sys.stdout.isatty() else 170))
+    if args.json:
+        report.write_json(args.json)
+        console.print(f"wrote {args.json}", highlight=False)
+    if args.plot:
+        report.plot(args.plot)
+        console.print(f"wrote {args.plot}", highlight=False)
+    return 0 if report.ok else 1
+
+
+def _print_profiles(report, console) -> None:
+    from rich.table import Table
+
+    from runtime.record import config_label
+
+    for record in report.results:
+        if record["status"] != "ok":
+            continue
+        if not record.get("profile"):
+            console.print(
+                f"{config_label(record)}: no per-op profile ({record['runtime']} does not expose one)"
+            )
+            continue
+        table = Table(title=f"per-op profile: {config_label(record)}", title_justify="left")
+        for name in ("node", "op", "mean us", "share"):
+            table.add_column(name, justify="left" if name in ("node", "op") else "right")
+        total = sum(entry["total_us"] for entry in record["profile"]) or 1
+        for entry in record["profile"][:15]:
+            table.add_row(
+                entry["node"],
+                entry["op"],
+                f"{entry['mean_us']:.1f}",
+                f"{100 * entry['total_us'] / total:.1f}%",
+            )
+        console.print(table)

@@ -170,7 +170,9 @@ def _free_port() -> int:
 def build(emulator: Emulator, *, log=print) -> Path:
     """Build the root filesystem once (debootstrap + first-boot configuration); reuse it afterwards."""
     if emulator.arch not in ARCHES:
-        raise DevicesError(f"--arch must be one of {', '.join(ARCHES)}, got {emulator.arch!r}")
+        raise DevicesError(
+            f"arch must be one of {', '.join(ARCHES)}, got {emulator.arch!r}", parameter="arch"
+        )
     _require_host(emulator.arch)
     if (emulator.rootfs / READY_MARK).exists():
         return emulator.rootfs

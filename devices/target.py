@@ -1,11 +1,12 @@
 """Resolve ``--host`` into a transport: ``USER@ADDRESS`` (SSH), ``adb:SERIAL``, ``local``, or
 ``emulator[:NAME[-armhf]]`` (the emulated Pi started by ``edgebnn devices emulate NAME up``, whose
-results are marked ``emulated: true``).
+results are marked ``emulated: true``). ``local`` is this machine: a benchmark there runs the
+installed worker in place, nothing is copied.
 
     >>> from devices.target import open_target
     >>> target = open_target("local")
-    >>> target.emulated, target.transport.run("uname -s").stdout.strip()
-    (False, 'Linux')
+    >>> target.local, target.emulated, target.transport.run("uname -s").stdout.strip()
+    (True, False, 'Linux')
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Target:
     transport: Transport
     emulated: bool
     description: str
+    local: bool = False  # this machine, with its installed edgebnn (no copies needed)
 
     def close(self) -> None:
         self.transport.close()
@@ -42,9 +44,9 @@ def open_target(
     accept_new_host_key: bool = False,
 ) -> Target:
     if not host:
-        raise DevicesError("--host is required (USER@ADDRESS, adb:SERIAL, local or emulator)")
+        raise DevicesError("host is required (USER@ADDRESS, adb:SERIAL, local or emulator)", parameter="host")
     if host == "local":
-        return Target(LocalTransport(), False, "local")
+        return Target(LocalTransport(), False, "local", local=True)
     if host.startswith("adb:"):
         transport = AdbTransport(host[len("adb:") :])
         return Target(transport, False, transport.description)

@@ -144,15 +144,17 @@ class SSHTransport(_ContextMixin):
 
     def __post_init__(self) -> None:
         if not _HOST_RE.match(self.host):
-            raise DevicesError(f"--host must look like USER@ADDRESS or ADDRESS, got {self.host!r}")
+            raise DevicesError(
+                f"host must look like USER@ADDRESS or ADDRESS, got {self.host!r}", parameter="host"
+            )
         if self.port is not None and not 0 < int(self.port) < 65536:
-            raise DevicesError(f"--port must be 1..65535, got {self.port}")
+            raise DevicesError(f"port must be 1..65535, got {self.port}", parameter="port")
         if self.host_key_policy not in HOST_KEY_POLICIES:
             raise DevicesError(f"host key policy must be one of {', '.join(HOST_KEY_POLICIES)}")
         if self.identity is not None and not Path(self.identity).is_file():
-            raise DevicesError(f"--identity file not found: {self.identity}")
+            raise DevicesError(f"identity file not found: {self.identity}", parameter="identity")
         if self.known_hosts is not None and not Path(self.known_hosts).is_file():
-            raise DevicesError(f"--known-hosts file not found: {self.known_hosts}")
+            raise DevicesError(f"known_hosts file not found: {self.known_hosts}", parameter="known_hosts")
 
     @property
     def description(self) -> str:

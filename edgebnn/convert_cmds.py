@@ -1,4 +1,5 @@
-"""``edgebnn convert``, ``edgebnn verify`` and ``edgebnn summary``: the converter plus trainer data/checkpoints.
+"""``edgebnn convert``, ``edgebnn verify`` and ``edgebnn summary``: the converter, the runtime's
+verification (``runtime.verify``) and the trainer's data and checkpoints, combined.
 
     edgebnn convert model.onnx -o model.tflite                    # LCE, audit, quick verify
     edgebnn convert model.onnx -o model.tflite --target tflite --int8 --calibration-data fashion-mnist
@@ -12,11 +13,9 @@ Exit codes: 0 ok, 1 verification below its thresholds, 2 bad input (one-line mes
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 QUICK_VERIFY_SAMPLES = 16
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,19 +92,10 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def file_kind(path: str) -> str:
-    """'tflite', 'checkpoint' or 'onnx', from the bytes (and the suffix for checkpoints)."""
-    from converter.errors import ConverterError
+    """'tflite', 'checkpoint' or 'onnx' (``formats.kinds``); FormatError for anything else."""
+    from formats.kinds import kind_of_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise ConverterError(f"{path} does not exist or is not a file")
-    with open(file, "rb") as handle:
-        head = handle.read(8)
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    if file.suffix in CHECKPOINT_SUFFIXES or head[:4] == b"PK\x03\x04":
-        return "checkpoint"
-    return "onnx"
+    return kind_of_file(path, allowed=("onnx", "checkpoint", "tflite"))
 
 
 def load_model(path: str):
@@ -123,36 +113,27 @@ def load_model(path: str):
     return load_onnx(path)
 
 
-def normalization(model) -> tuple[list[float], list[float]] | None:
-    from converter.graph import metadata
-
-    recorded = metadata(model).get("edgebnn.normalization")
-    if not recorded:
-        return None
-    values = json.loads(recorded)
-    return list(values["mean"]), list(values["std"])
-
-
 def dataset_inputs(model, name: str, data_dir: str | None, count: int, split: str, input_shape):
-    """``count`` images of a dataset normalised like the model input (NCHW float32) and their labels."""
-    import numpy as np
+    """``count`` images of a dataset normalised like the model input (NCHW float32) and their labels.
 
+    The images and their normalisation come from ``trainer.data.normalized_split`` (with the model's
+    recorded mean and std, else the dataset's own), as for the pipeline's verification.
+    """
     from converter.errors import ConverterError
     from converter.graph import resolve_input_shape
-    from trainer.data import load_dataset, normalize
+    from formats.metadata import read_onnx
+    from trainer.data import normalized_split
 
     if count <= 0:
         raise ConverterError(f"the number of samples must be positive, got {count}")
-    dataset = load_dataset(name, data_dir)
     shape = resolve_input_shape(model, input_shape)
-    if list(dataset.input_shape) != list(shape[1:]):
+    meta = read_onnx(model)
+    images, labels = normalized_split(name, data_dir, split, count, meta.mean, meta.std)
+    if list(images.shape[1:]) != list(shape[1:]):
         raise ConverterError(
-            f"dataset {name} has images of shape {list(dataset.input_shape)}, the model takes {shape[1:]}"
+            f"dataset {name} has images of shape {list(images.shape[1:])}, the model takes {shape[1:]}"
         )
-    mean, std = normalization(model) or (dataset.mean, dataset.std)
-    images = (dataset.test_x if split == "test" else dataset.train_x)[:count]
-    labels = (dataset.test_y if split == "test" else dataset.train_y)[:count]
-    return np.ascontiguousarray(normalize(images, tuple(mean), tuple(std)).numpy()), labels.numpy()
+    return images, labels
 
 
 def calibration_inputs(model, args, input_shape):
@@ -186,28 +167,27 @@ def random_inputs(model, input_shape, count: int, seed: int):
 
 
 def is_int8(tflite: bytes) -> bool:
-    from converter.tflite_file import read_tflite
+    from formats.tflite import read_tflite
 
     return any(op.name == "QUANTIZE" for op in read_tflite(tflite).operators)
 
 
 def manifest(conversion, model, report) -> dict:
     """What an application embedding the model needs to know (NAME.json)."""
-    from converter.graph import metadata
+    from formats.metadata import read_onnx
 
-    meta = metadata(model)
+    meta = read_onnx(model)
     shape = conversion.input_shape
     tflite_shape = [shape[0], shape[2], shape[3], shape[1]] if len(shape) == 4 else shape
-    normalisation = normalization(model)
     return {
-        "model": meta.get("edgebnn.model"),
+        "model": meta.model,
         "input": {
             "shape": tflite_shape,
             "layout": "NHWC" if len(shape) == 4 else "plain",
             "dtype": "float32",
         },
-        "normalization": {"mean": normalisation[0], "std": normalisation[1]} if normalisation else None,
-        "labels": json.loads(meta["edgebnn.labels"]) if "edgebnn.labels" in meta else None,
+        "normalization": {"mean": list(meta.mean), "std": list(meta.std)} if meta.normalization else None,
+        "labels": list(meta.labels) if meta.labels is not None else None,
         "ops": report.op_histogram,
         "runtime_required": report.runtime_required,
         "target": conversion.target,
@@ -223,10 +203,11 @@ def run_convert(args: argparse.Namespace) -> int:
     from converter.conversion import convert_with_report
     from converter.embed import embed_c
     from converter.errors import ConverterError
-    from converter.files import check_writable, write_atomically
-    from converter.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
+    from formats.files import check_writable, refuse_overwriting_inputs, write_files_atomic
+    from runtime.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
 
     output = check_writable(args.output)
+    refuse_overwriting_inputs({"-o": output}, [args.model])
     if args.int8 and args.target != "tflite":
         raise ConverterError("--int8 needs --target tflite (LCE models keep float inputs and outputs)")
     input_shape = parse_shape(args.input_shape)
@@ -259,7 +240,7 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.embed == "c":
         artifacts = embed_c(conversion.flatbuffer, output.stem, manifest(conversion, model, report))
         files.update({output.with_name(name): data for name, data in artifacts.items()})
-    write_atomically(files)
+    write_files_atomic(files)
     for path in files:
         console.print(f"wrote {path}")
     return 0
@@ -268,15 +249,16 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from converter.audit import wide_console
     from converter.graph import load_onnx
-    from converter.tflite_file import load_bytes, read_tflite
-    from converter.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
+    from formats.tflite import load_bytes, read_tflite
+    from runtime.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
 
     model = load_onnx(args.onnx)
     read_tflite(args.tflite)
     tflite, _ = load_bytes(args.tflite)
     input_shape = parse_shape(args.input_shape)
+    labels = None
     if args.data:
-        inputs, _ = dataset_inputs(model, args.data, args.data_dir, args.n, "test", input_shape)
+        inputs, labels = dataset_inputs(model, args.data, args.data_dir, args.n, "test", input_shape)
     else:
         inputs = random_inputs(model, input_shape, args.random or 64, args.seed)
     int8 = is_int8(tflite)
@@ -286,7 +268,7 @@ def run_verify(args: argparse.Namespace) -> int:
         else (INT8_MIN_AGREEMENT if int8 else DEFAULT_MIN_AGREEMENT)
     )
     rtol = args.rtol if args.rtol is not None else (INT8_RTOL if int8 else DEFAULT_RTOL)
-    result = verify(model, tflite, inputs, min_agreement=min_agreement, rtol=rtol)
+    result = verify(model, tflite, inputs, labels, min_agreement=min_agreement, rtol=rtol)
     wide_console().print(result.describe(), markup=False)
     return 0 if result.passed else 1
 

@@ -5,20 +5,17 @@
     edgebnn estimate model.onnx --device rpi5        # no fitted rates: theoretical bound, marked
 
 A zoo name is built from random weights (latency does not depend on them), exported to ONNX,
-converted by edgebnn's converter and cached under ``~/.cache/edgebnn/estimate``; an ``.onnx`` is
-converted first. The cost model is ``runtime.estimate``; its rates live in the device profiles.
+converted by edgebnn's converter and cached under ``~/.cache/edgebnn/estimate``
+(``edgebnn.zoo_graph``); an ``.onnx`` is converted first. The cost model is ``runtime.estimate``;
+its rates live in the device profiles.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import json
 import math
-import re
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -87,68 +84,6 @@ def _cost_table(name: str) -> dict:
     return table if isinstance(table, dict) else {}
 
 
-@functools.cache  # once per process: code that changes under a running process is not ours
-def _fingerprint(*packages: str) -> str:
-    """Changes when the named packages' code or the pinned heavy libraries change: cached files are stale."""
-    import importlib
-
-    digest = hashlib.sha256()
-    for package in packages:
-        for path in sorted(Path(importlib.import_module(package).__file__).parent.glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
-    for distribution in ("larq-compute-engine", "tensorflow", "torch", "onnx"):
-        try:
-            digest.update(f"{distribution}={metadata.version(distribution)}".encode())
-        except metadata.PackageNotFoundError:
-            pass
-    return digest.hexdigest()[:16]
-
-
-def zoo_graph(name: str, cache: Path | None = None) -> bytes:
-    """The LCE flatbuffer of zoo model ``name`` with random weights, converted once and cached.
-
-    Two cache levels: the ONNX export (slow: PyTorch's dynamo tracer) depends on the trainer only, the
-    flatbuffer also on the converter.
-    """
-    from devices.cache import cache_dir
-    from trainer.files import write_atomic
-    from trainer.zoo import MODELS
-
-    spec = MODELS[name]
-    folder = cache if cache is not None else cache_dir("estimate")
-    trainer_key = _fingerprint("trainer")
-    tflite_path = folder / f"{name}-{_fingerprint('trainer', 'converter')}.tflite"
-    if tflite_path.is_file():
-        return tflite_path.read_bytes()
-    onnx_path = folder / f"{name}-{trainer_key}.onnx"
-    if not onnx_path.is_file():
-        import torch
-
-        from trainer.export import export_onnx
-        from trainer.zoo import create_model
-
-        torch.manual_seed(0)  # the values do not matter for latency; fixed for reproducible files
-        model = create_model(name).eval()
-        input_shape = (spec.in_channels, spec.input_size, spec.input_size)
-        export_onnx(
-            model, input_shape=input_shape, metadata={"edgebnn.model": name}, path=onnx_path, verify=False
-        )
-    from converter.conversion import convert
-
-    flatbuffer = convert(str(onnx_path))
-    write_atomic(tflite_path, flatbuffer)
-    _drop_stale(folder, name, keep=(onnx_path, tflite_path))
-    return flatbuffer
-
-
-def _drop_stale(folder: Path, name: str, keep: tuple[Path, ...]) -> None:
-    """Remove this model's files built by older code (the ONNX of a QuickNet weighs 50-90 MB)."""
-    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}\.(onnx|tflite)")
-    for path in folder.iterdir():
-        if pattern.fullmatch(path.name) and path not in keep:
-            path.unlink(missing_ok=True)
-
-
 def model_flatbuffer(model: str) -> bytes:
     """The .tflite bytes of MODEL: a file as is, an .onnx converted, a zoo name built (cached)."""
     from runtime.errors import BenchError
@@ -162,6 +97,7 @@ def model_flatbuffer(model: str) -> bytes:
         from converter.conversion import convert
 
         return convert(str(path))
+    from edgebnn.zoo_graph import zoo_graph
     from trainer.zoo import MODELS
 
     if model not in MODELS:
@@ -284,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     result = estimate(read_tflite_ops(model_flatbuffer(args.model)), cost_model, args.threads)
     print_estimate(result, args.model, args.top)
     if args.json:
-        from runtime.report import write_atomic
+        from formats.files import write_atomic
 
         document = estimate_document(result, args.model)
         write_atomic(args.json, (json.dumps(document, indent=2) + "\n").encode())

@@ -162,8 +162,8 @@ class Stage:
     run: Callable[[], dict[str, Any]]
 
 
-def _write_json_atomic(path: Path, document: Any) -> None:
-    from trainer.files import write_atomic
+def _write_json(path: Path, document: Any) -> None:
+    from formats.files import write_atomic
 
     write_atomic(path, (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode())
 
@@ -184,7 +184,7 @@ def _run_stage(stage: Stage, state_dir: Path, index: int, total: int) -> dict[st
     started = time.perf_counter()
     summary = stage.run()
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    _write_json_atomic(marker, {"fingerprint": fingerprint, "summary": summary})
+    _write_json(marker, {"fingerprint": fingerprint, "summary": summary})
     console.print(f"[green]{stage.title}: done in {summary['seconds']:.0f} s[/green]")
     return summary
 
@@ -232,7 +232,7 @@ def _train_stage(
         if not resume and run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(settings_path, identity)
+        _write_json(settings_path, identity)
         result = train(TrainConfig(**train_options, resume=resume))
         return {
             "best_epoch": result.best_epoch,
@@ -271,12 +271,12 @@ def _convert_stage(onnx_path: Path, lce_path: Path, float_path: Path) -> Stage:
     def run() -> dict[str, Any]:
         from converter.audit import audit, print_audit
         from converter.conversion import convert_with_report
-        from converter.files import write_atomically
+        from formats.files import write_atomic
 
         summary: dict[str, Any] = {}
         for target, path in (("lce", lce_path), ("tflite", float_path)):
             conversion = convert_with_report(onnx_path, target=target)
-            write_atomically({path: conversion.flatbuffer})
+            write_atomic(path, conversion.flatbuffer)
             report = audit(conversion.flatbuffer, conversion)
             print_audit(report, console=console, title=f"{path.name} ({target})")
             summary[target] = {
@@ -298,28 +298,19 @@ def _convert_stage(onnx_path: Path, lce_path: Path, float_path: Path) -> Stage:
 
 def _verify_stage(config: PipelineConfig, onnx_path: Path, tflite_paths: list[Path], out_json: Path) -> Stage:
     def run() -> dict[str, Any]:
-        import numpy as np
+        from formats.metadata import read_metadata
+        from runtime.verify import verify
+        from trainer.data import normalized_split
 
-        from converter.graph import load_onnx, metadata
-        from converter.verify import compare, run_onnx, run_tflite
-        from trainer.data import load_dataset, normalize
-
-        model = load_onnx(onnx_path)
-        normalization = json.loads(metadata(model)["edgebnn.normalization"])
-        dataset = load_dataset(config.data, data_dir=config.data_dir)
-        count = min(config.verify_samples, len(dataset.test_x))
-        inputs = normalize(dataset.test_x[:count], normalization["mean"], normalization["std"]).numpy()
-        labels = dataset.test_y[:count].numpy()
-        reference = run_onnx(model, inputs)
-        summary: dict[str, Any] = {
-            "samples": count,
-            "onnx": {"accuracy": float(np.mean(reference.argmax(1) == labels))},
-        }
+        meta = read_metadata(onnx_path)
+        inputs, labels = normalized_split(config.data, config.data_dir, "test", config.verify_samples,
+                                          meta.mean, meta.std)  # fmt: skip
+        summary: dict[str, Any] = {"samples": len(inputs)}
         for path in tflite_paths:
-            logits = run_tflite(path.read_bytes(), inputs)
-            result = compare(reference, logits, min_agreement=0.999, rtol=1e-3)
+            result = verify(onnx_path, path, inputs, labels)
+            summary["onnx"] = {"accuracy": result.reference_accuracy}
             summary[path.name] = {
-                "accuracy": float(np.mean(logits.argmax(1) == labels)),
+                "accuracy": result.candidate_accuracy,
                 "agreement": result.agreement,
                 "max_abs_diff": result.max_abs_diff,
                 "mean_abs_diff": result.mean_abs_diff,
@@ -328,10 +319,7 @@ def _verify_stage(config: PipelineConfig, onnx_path: Path, tflite_paths: list[Pa
             console.print(f"{path.name}: {result.describe()}")
             if not result.passed:
                 raise PipelineError(f"verification failed for {path}: {result.describe()}")
-            # A sidecar the benchmark plots read (runtime/metadata.py): accuracy measured on this file.
-            sidecar = {"accuracy": summary[path.name]["accuracy"], "samples": count, "data": config.data}
-            _write_json_atomic(path.with_suffix(".json"), sidecar)
-        _write_json_atomic(out_json, summary)
+        _write_json(out_json, summary)
         return summary
 
     settings = {"samples": config.verify_samples, "data": config.data}
@@ -345,18 +333,21 @@ def _verify_stage(config: PipelineConfig, onnx_path: Path, tflite_paths: list[Pa
     )
 
 
-def _bench_stage(config: PipelineConfig, models: list[Path], out_dir: Path) -> Stage:
+def _bench_stage(config: PipelineConfig, models: list[Path], verify_json: Path, out_dir: Path) -> Stage:
     json_path, plot_path = out_dir / "bench.json", out_dir / "bench.png"
 
     def run() -> dict[str, Any]:
-        from runtime.bench import benchmark
+        from devices.bench import benchmark
 
+        verified = json.loads(verify_json.read_text())  # the accuracy measured on each file
+        accuracy = {str(p): verified["onnx" if p.suffix == ".onnx" else p.name]["accuracy"] for p in models}
         report = benchmark(
             [str(p) for p in models],
             threads=config.bench_threads,
             runs=config.bench_runs,
             warmup=config.bench_warmup,
             lce_kernel=("default", "indirect"),
+            accuracy=accuracy,
         )
         report.print(console)
         report.write_json(json_path)
@@ -369,7 +360,12 @@ def _bench_stage(config: PipelineConfig, models: list[Path], out_dir: Path) -> S
         "warmup": config.bench_warmup,
     }
     return Stage(
-        "bench", "measure latency and memory on this host", [json_path, plot_path], models, settings, run
+        "bench",
+        "measure latency and memory on this host",
+        [json_path, plot_path],
+        [*models, verify_json],
+        settings,
+        run,
     )
 
 
@@ -421,7 +417,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
         _export_stage(deploy_dir / "best.pt", onnx_path),
         _convert_stage(onnx_path, lce_path, float_path),
         _verify_stage(config, onnx_path, [lce_path, float_path], verify_json),
-        _bench_stage(config, [lce_path, float_path, onnx_path], out),
+        _bench_stage(config, [lce_path, float_path, onnx_path], verify_json, out),
     ]
     started = time.perf_counter()
     summaries: dict[str, dict[str, Any]] = {}

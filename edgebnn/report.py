@@ -14,7 +14,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from trainer.files import write_atomic
+from formats.files import write_atomic
 
 RUN_LABELS = {"baseline": "baseline BNN", "finetune": "plain fine-tuning (control)", "lns": "LNS fine-tuning"}
 
@@ -37,7 +37,11 @@ def _save_figure(figure: Any, path: Path) -> None:
 
 
 def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Test accuracy and flip rate per epoch; fine-tuning epochs continue after the baseline's."""
+    """Validation accuracy and flip rate per epoch; fine-tuning epochs continue after the baseline's.
+
+    The test set is scored once per run, for the best-validation checkpoint (the report's table), so
+    the per-epoch curve is validation accuracy.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,9 +54,13 @@ def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Non
             continue
         start = 0 if name == "baseline" else offset
         epochs = [start + row["epoch"] for row in history]
-        accuracy_axis.plot(
-            epochs, [100 * row["test_acc"] for row in history], marker="o", label=RUN_LABELS[name]
-        )
+        accuracy = [
+            (e, 100 * row["val_acc"])
+            for e, row in zip(epochs, history, strict=True)
+            if row.get("val_acc") is not None
+        ]
+        if accuracy:
+            accuracy_axis.plot(*zip(*accuracy, strict=True), marker="o", label=RUN_LABELS[name])
         flips = [
             (e, 100 * row["flip_rate"])
             for e, row in zip(epochs, history, strict=True)
@@ -60,7 +68,7 @@ def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Non
         ]
         if flips:
             flip_axis.plot(*zip(*flips, strict=True), marker="o", label=RUN_LABELS[name])
-    accuracy_axis.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy per epoch")
+    accuracy_axis.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy per epoch")
     flip_axis.set(
         xlabel="epoch", ylabel="binary weights flipped (%)", title="flip rate per epoch", yscale="log"
     )

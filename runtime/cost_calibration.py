@@ -32,9 +32,7 @@ import numpy as np
 
 from runtime.estimate import CostModel, OpWork, PeakRates, total_work
 
-PUBLISHED_SOURCE = (
-    "larq/compute-engine README, lce_benchmark_model with XNNPACK (shared FIELD_NOTES section 4)"
-)
+PUBLISHED_SOURCE = "larq/compute-engine README, lce_benchmark_model with XNNPACK"
 
 # Not identifiable from the QuickNets (binary MACs dominate): fixed, and the benchmark shows how
 # little the leave-one-out errors move when they are halved or doubled.

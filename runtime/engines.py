@@ -1,16 +1,26 @@
 """Inference engines behind one small interface: LCE, LiteRT and ONNX Runtime.
 
-An engine wraps one loaded model. ``predict`` is for correctness checks (``edgebnn verify``);
-``set_input`` + ``invoke`` is the bare call a timing loop measures.
+An engine wraps one loaded model. ``predict`` is for correctness checks (``runtime.verify``);
+``set_input`` + ``invoke`` is the bare call a timing loop measures. A tiny ONNX model built here:
 
-    >>> from runtime.engines import load_engine, detect_runtime
-    >>> detect_runtime("model.tflite")            # LCE custom ops inside -> "lce"
-    'lce'
-    >>> engine = load_engine("model.tflite", threads=1, lce_kernel="indirect")
-    >>> logits = engine.predict(np.zeros(engine.input_shape, engine.input_dtype))
-    >>> engine.set_input(x); engine.invoke()      # what the benchmark worker times
+    >>> import numpy as np
+    >>> from onnx import TensorProto, helper
+    >>> from runtime.engines import detect_runtime, load_engine
+    >>> x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    >>> y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    >>> graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x_info], [y_info])
+    >>> model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18)])
+    >>> relu = model.SerializeToString()
+    >>> detect_runtime(relu)                      # .tflite: "lce" with LCE ops inside, else "litert"
+    'onnxruntime'
+    >>> engine = load_engine(relu, threads=1)
+    >>> engine.predict(np.array([[-1.0, 0.0, 2.0, -3.0]], np.float32))
+    array([[0., 0., 2., 0.]], dtype=float32)
+    >>> engine.set_input(np.ones((1, 4), np.float32)); engine.invoke()   # what the worker times
+    >>> engine.output()
+    array([[1., 1., 1., 1.]], dtype=float32)
 
-Runtimes (registry ``RUNTIMES``):
+Runtimes (registry ``RUNTIMES``; ``RUNTIMES_FOR_KIND`` says which runs which kind of file):
 
 - ``lce``: the Larq Compute Engine interpreter (TFLite + LCE binary ops). Its compiled module
   ``interpreter_wrapper_lite`` is loaded on its own, because importing the ``larq_compute_engine``
@@ -19,8 +29,14 @@ Runtimes (registry ``RUNTIMES``):
 - ``litert``: Google's LiteRT (``ai_edge_litert``), stock TFLite kernels; refuses LCE ops.
 - ``onnxruntime``: ONNX Runtime's CPU provider; ``invoke`` runs a pre-bound IOBinding.
 
-This file is self-contained (stdlib + numpy; ``flatbuffers`` only to inspect .tflite files) so that
-it can be copied next to ``runtime/worker.py`` onto a device and imported there without edgebnn.
+A new engine (the native one, for ``.ebnn`` files) adds its name to ``RUNTIMES``, its kind to
+``RUNTIMES_FOR_KIND``, an ``Engine`` subclass and one line in ``load_engine``.
+
+This file needs only the standard library, numpy and the ``runtime``/``formats`` modules the
+benchmark worker ships with it (``runtime.worker.WORKER_FILES``), so that it runs on a device
+without the rest of edgebnn. Files are sniffed by ``formats.kinds`` and .tflite op codes read by
+``formats.tflite``; on a device whose TFLite runtime came without ``ai_edge_litert``'s schema code
+(or without ``flatbuffers``), ``needs_lce`` looks for LCE's op names in the bytes instead.
 """
 
 from __future__ import annotations
@@ -35,21 +51,15 @@ from typing import Any
 
 import numpy as np
 
-try:
-    from runtime.errors import BenchError
-except ImportError:  # copied standalone onto a device next to worker.py
-
-    class BenchError(Exception):  # type: ignore[no-redef]
-        """A problem with the user's input: exit code 2, no traceback."""
-
-        exit_code = 2
-
+from formats import kinds, tflite
+from formats.errors import FormatError
+from runtime.errors import BenchError
 
 RUNTIMES = ("lce", "litert", "onnxruntime")
+RUNTIMES_FOR_KIND = {"tflite": ("lce", "litert"), "onnx": ("onnxruntime",)}
 LCE_KERNELS = ("default", "indirect", "reference")
-TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier of the TFLite schema, bytes 4..8
 LCE_OP_PREFIX = "Lce"
-LCE_OPS = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")
+LCE_OPS = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")  # for the byte search
 
 Model = str | os.PathLike | bytes
 
@@ -68,83 +78,23 @@ def read_model(model: Model) -> tuple[bytes, str]:
     return path.read_bytes(), str(path)
 
 
-def model_format(content: bytes, name: str = "<bytes>") -> str:
-    """'tflite' or 'onnx', judged from the bytes (and the file suffix for ONNX)."""
-    if content[4:8] == TFLITE_IDENTIFIER:
-        return "tflite"
-    # An ONNX ModelProto starts with field 1 (ir_version, varint): tag byte 0x08.
-    if name.endswith(".onnx") or content[:1] == b"\x08":
-        return "onnx"
-    raise BenchError(f"{name} is not a model file (expected a .tflite flatbuffer or an .onnx protobuf)")
-
-
-def _tflite_model_table(content: bytes, name: str):
-    import flatbuffers.table
-
-    try:
-        root = int.from_bytes(content[0:4], "little")
-        if not 8 <= root < len(content):
-            raise ValueError("root table offset outside the file")
-        return flatbuffers.table.Table(content, root)
-    except Exception:  # noqa: BLE001 - any decoding failure means a corrupt file
-        raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
-
-
-def _tables(table, field_offset: int) -> list:
-    """The tables of a vector-of-tables field (``field_offset`` is the vtable slot: 4 + 2 * id)."""
-    import flatbuffers.table
-
-    offset = table.Offset(field_offset)
-    if not offset:
-        return []
-    start = table.Vector(offset)
-    if table.VectorLen(offset) > len(table.Bytes) // 4:  # each entry is a 4-byte offset
-        raise ValueError("vector longer than the file")
-    return [
-        flatbuffers.table.Table(table.Bytes, table.Indirect(start + 4 * i))
-        for i in range(table.VectorLen(offset))
-    ]
+def model_kind(content: bytes, name: str = "<bytes>") -> str:
+    """'tflite' or 'onnx' (``formats.kinds``); BenchError for any other file."""
+    kind = kinds.kind_of_bytes(content[: kinds.HEAD_BYTES])
+    if kind in RUNTIMES_FOR_KIND:
+        return kind
+    found = f"is {kinds.DESCRIPTIONS[kind]}" if kind else "is not a model file"
+    raise BenchError(f"{name} {found} (expected a .tflite flatbuffer or an .onnx protobuf)")
 
 
 def tflite_custom_ops(content: bytes, name: str = "<bytes>") -> list[str]:
-    """Names of the custom operators a .tflite model uses (Model.operator_codes[].custom_code)."""
+    """Names of the custom operators a .tflite model uses (``formats.tflite.custom_ops``)."""
     try:
-        import flatbuffers  # noqa: F401 - ships with ai-edge-litert and TensorFlow
-    except ImportError:  # a device with only a TFLite runtime: look for LCE's op names in the bytes
+        return tflite.custom_ops(content, name)
+    except ImportError:  # a device without ai_edge_litert's schema code: look for LCE's op names
         return [op for op in LCE_OPS if op.encode() in content]
-    model = _tflite_model_table(content, name)
-    ops = []
-    try:
-        for code in _tables(model, 6):  # Model field 1: operator_codes
-            offset = code.Offset(6)  # OperatorCode field 1: custom_code
-            if offset:
-                ops.append(code.String(offset + code.Pos).decode("utf-8", "replace"))
-    except Exception:  # noqa: BLE001
+    except FormatError:
         raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
-    return ops
-
-
-def tflite_metadata(content: bytes, name: str = "<bytes>") -> dict[str, bytes]:
-    """The named metadata buffers of a .tflite model (Model.metadata -> Model.buffers[i].data)."""
-    from flatbuffers.number_types import Uint32Flags
-
-    model = _tflite_model_table(content, name)
-    try:
-        buffers = _tables(model, 12)  # Model field 4: buffers
-        entries = {}
-        for entry in _tables(model, 16):  # Model field 6: metadata
-            key = entry.String(entry.Offset(4) + entry.Pos).decode("utf-8", "replace")
-            index = entry.Get(Uint32Flags, entry.Pos + entry.Offset(6))
-            data_offset = buffers[index].Offset(4) if index < len(buffers) else 0
-            if data_offset:
-                buffer = buffers[index]
-                start = buffer.Vector(data_offset)
-                entries[key] = bytes(buffer.Bytes[start : start + buffer.VectorLen(data_offset)])
-    except BenchError:
-        raise
-    except Exception:  # noqa: BLE001
-        raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
-    return entries
 
 
 def needs_lce(content: bytes, name: str = "<bytes>") -> bool:
@@ -163,10 +113,10 @@ def check_runtime(content: bytes, name: str, runtime: str) -> str:
         return _detect(content, name)
     if runtime not in RUNTIMES:
         raise BenchError(f"unknown runtime {runtime!r}; choose one of: auto, {', '.join(RUNTIMES)}")
-    fmt = model_format(content, name)
-    if fmt == "onnx" and runtime != "onnxruntime":
+    kind = model_kind(content, name)
+    if kind == "onnx" and runtime != "onnxruntime":
         raise BenchError(f"{name} is an ONNX model; runtime {runtime!r} runs .tflite files (use onnxruntime)")
-    if fmt == "tflite" and runtime == "onnxruntime":
+    if kind == "tflite" and runtime == "onnxruntime":
         raise BenchError(f"{name} is a .tflite model; onnxruntime runs .onnx files (use lce or litert)")
     if runtime == "litert" and needs_lce(content, name):
         raise BenchError(f"{name}: this model needs the LCE runtime (it has Larq Compute Engine ops)")
@@ -174,9 +124,10 @@ def check_runtime(content: bytes, name: str, runtime: str) -> str:
 
 
 def _detect(content: bytes, name: str) -> str:
-    if model_format(content, name) == "onnx":
-        return "onnxruntime"
-    return "lce" if needs_lce(content, name) else "litert"
+    kind = model_kind(content, name)
+    if kind == "tflite":
+        return "lce" if needs_lce(content, name) else "litert"
+    return RUNTIMES_FOR_KIND[kind][0]
 
 
 def model_size_bytes(path: str | os.PathLike) -> int:
@@ -471,8 +422,8 @@ def load_engine(
     BGEMM, or the reference loops); ``xnnpack`` toggles TFLite's XNNPACK delegate (lce, litert).
     ``profile_dir`` turns on per-op profiling where the runtime has it (onnxruntime).
     """
-    if not isinstance(threads, int) or threads < 1:
-        raise BenchError(f"threads must be an integer >= 1, got {threads!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise BenchError(f"threads must be an integer >= 1, got {threads!r}", parameter="threads")
     if lce_kernel not in LCE_KERNELS:
         raise BenchError(f"unknown LCE kernel {lce_kernel!r}; choose one of: {', '.join(LCE_KERNELS)}")
     content, name = read_model(model)

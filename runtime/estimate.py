@@ -11,22 +11,25 @@ The rates are single-thread rates fitted to LCE's published latencies (``runtime
 and stored, with their sources, in the ``[cost_model]`` table of a device profile. A profile without
 fitted rates falls back to its theoretical peak (``[cost_model.peak]``) and the estimate says so.
 
-    >>> from devices.profiles import load_profile
     >>> from runtime.estimate import CostModel, Op, Tensor, count_work, estimate, read_tflite_ops
     >>> bconv = Op("LceBconv2d", (Tensor((1, 56, 56, 2), "int32"), Tensor((64, 3, 3, 2), "int32", True)),
     ...            (Tensor((1, 56, 56, 64), "float32"),))  # 3x3, 64 -> 64 channels at 56x56
     >>> count_work(bconv).binary_macs  # 56 * 56 * 64 * 3 * 3 * 64
     115605504
-    >>> rpi4 = CostModel.from_table(load_profile("rpi4").extra["cost_model"], device="rpi4")
+    >>> rpi4 = CostModel.from_table({  # the [cost_model] table of devices/profiles/rpi4.toml
+    ...     "binary_macs_per_s": 6.457e10, "float_macs_per_s": 6e9, "memory_bytes_per_s": 4.267e9,
+    ...     "op_overhead_s": 2e-6, "thread_efficiency": 0.435, "uncertainty": 0.141,
+    ...     "peak": {"core_clock_hz": [1.5e9] * 4, "binary_macs_per_cycle": 128, "float_macs_per_cycle": 8,
+    ...              "memory_bytes_per_s": 12.8e9}}, device="rpi4")
     >>> result = estimate([bconv], rpi4, threads=1)
     >>> round(result.total_ms, 2), f"{result.peak_fraction:.0%}"
-    (1.64, '37%')
+    (1.99, '30%')
     >>> ops = read_tflite_ops(open("quicknet.tflite", "rb").read())  # doctest: +SKIP
 
 Binary MACs follow LCE's bit-packing: input channels are padded to a multiple of 32 (one int32
 word per 32 channels), so a 3x3 binary conv with 40 input channels costs as much as one with 64.
 This module imports neither TensorFlow nor torch (runtime/ rule): the flatbuffer is read by the
-converter's TF-free reader (``converter.tflite_file``, flatbuffers code from ``ai-edge-litert``).
+one TF-free .tflite reader (``formats.tflite``, flatbuffers code from ``ai-edge-litert``).
 """
 
 from __future__ import annotations
@@ -69,14 +72,14 @@ class Op:
 def read_tflite_ops(data: bytes) -> list[Op]:
     """The ops of a ``.tflite`` flatbuffer's main subgraph, in execution order; BenchError if unreadable.
 
-    Parsing is the converter's TF-free reader (``converter.tflite_file``); this keeps what costs time.
+    Parsing is the one TF-free reader (``formats.tflite``); this keeps what costs time.
     """
-    from converter.errors import ConverterError
-    from converter.tflite_file import read_tflite
+    from formats.errors import FormatError
+    from formats.tflite import read_tflite
 
     try:
         model = read_tflite(data)
-    except ConverterError as error:
+    except FormatError as error:
         raise BenchError(str(error)) from None
 
     def tensor(index: int) -> Tensor | None:

@@ -1,28 +1,43 @@
-"""PNG charts of a benchmark report (matplotlib, Agg backend: no display needed).
+"""PNG charts of benchmark results (matplotlib, Agg backend: no display needed).
 
 Left: the latency of every configuration as a box (25-75 %, whiskers 5-95 %) over all timed runs.
-Right, when some models carry an accuracy (runtime/metadata.py): accuracy versus median latency,
-marker area proportional to the model file size, like the larq-zoo chart.
+Right, when some models carry an accuracy (their deploy metadata, or the ``accuracy`` given to the
+benchmark): accuracy versus median latency, marker area proportional to the model file size, like
+the larq-zoo chart.
 
-    >>> report = benchmark(["bnn.tflite", "cnn.onnx"])
-    >>> plot_report(report, "bench.png")
+    >>> import tempfile, pathlib
+    >>> from runtime.plots import plot_results
+    >>> from runtime.record import merge_rounds, new_record
+    >>> bnn = merge_rounds([new_record("bnn.tflite", "lce", 1, "default", True, 4, 1)
+    ...                     | {"status": "ok", "latencies_ms": [1.0, 1.2, 1.1, 1.3]}])
+    >>> system = {"cpu_model": "any", "architecture": "x86_64", "device": "host"}
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "bench.png"
+    >>> plot_results(system, [bnn], path)
+    >>> path.read_bytes()[:4]
+    b'\\x89PNG'
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from runtime.report import BenchReport, config_label, runtime_label, write_atomic
+from formats.files import write_atomic
+from runtime.record import config_label, runtime_label
 
 
-def plot_report(report: BenchReport, path: str | os.PathLike) -> None:
+def plot_results(
+    system: Mapping[str, Any], results: Sequence[dict[str, Any]], path: str | os.PathLike
+) -> None:
+    """Write the charts of ``results`` (records of ``runtime/record.py``) measured on ``system``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [r for r in report.results if r["status"] == "ok" and r.get("latencies_ms")]
+    measured = [r for r in results if r["status"] == "ok" and r.get("latencies_ms")]
     with_accuracy = [r for r in measured if r.get("accuracy") is not None]
     columns = 2 if with_accuracy else 1
     height = max(2.5, 0.45 * len(measured) + 1.5)
@@ -31,7 +46,6 @@ def plot_report(report: BenchReport, path: str | os.PathLike) -> None:
         _latency_boxes(axes[0][0], measured)
         if with_accuracy:
             _accuracy_vs_latency(axes[0][1], with_accuracy)
-        system = report.system
         title = f"{system.get('device', 'host')}: {system['cpu_model']} ({system['architecture']})"
         if system.get("emulated"):
             title += " - EMULATED"

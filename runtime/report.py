@@ -1,78 +1,40 @@
 """The benchmark report: one object for the Python API, the CLI table, the JSON file and the plots.
 
-    >>> report = benchmark(["bnn.tflite", "float.tflite"])
-    >>> report.print()                      # rich table + warnings
-    >>> report.write_json("bench.json")     # edgebnn-bench/1, validated against runtime/schema.json
-    >>> BenchReport.read_json("bench.json").results[0]["median_ms"]
+    >>> import io, tempfile, pathlib
+    >>> from rich.console import Console
+    >>> from runtime.record import new_record
+    >>> from runtime.report import BenchReport
+    >>> record = new_record("bnn.tflite", "lce", 1, "default", True, runs=3, warmup=1) | {
+    ...     "status": "ok", "median_ms": 2.0, "p90_ms": 2.5, "min_ms": 1.9, "cv": 0.01, "load_ms": 3.0,
+    ...     "first_ms": 2.2, "peak_rss_mb": 45.0}
+    >>> system = {"cpu_model": "any", "architecture": "x86_64", "os": "Linux", "os_bits": 64, "cores": 2,
+    ...           "engines": {}, "date": "2026-01-01", "device": "host"}
+    >>> report = BenchReport(system, [record])
+    >>> console = Console(file=io.StringIO(), width=150)
+    >>> report.print(console)                   # the rich table, then the warnings
+    >>> "bnn" in console.file.getvalue() and report.ok
+    True
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "bench.json"
+    >>> report.write_json(path)                  # edgebnn-bench/1, validated against runtime/schema.json
+    >>> BenchReport.read_json(path).results[0]["median_ms"]
+    2.0
 
 The JSON document is ``{"schema": "edgebnn-bench/1", "system": {...}, "settings": {...},
-"warnings": [...], "results": [record, ...]}``; ``runtime/schema.json`` is its JSON Schema.
+"warnings": [...], "results": [record, ...]}``; ``runtime/schema.json`` is its JSON Schema and
+``runtime/record.py`` builds the records. ``plot`` draws the charts of ``runtime/plots.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from formats.files import write_atomic
 from runtime.errors import BenchError
-
-SCHEMA_ID = "edgebnn-bench/1"
-SCHEMA_PATH = Path(__file__).with_name("schema.json")
-CV_WARN = 0.05  # above this coefficient of variation a median is not trustworthy to a few percent
-
-
-def load_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def validate(document: dict[str, Any]) -> None:
-    """Raise BenchError if ``document`` does not follow runtime/schema.json."""
-    import jsonschema
-
-    try:
-        jsonschema.validate(document, load_schema())
-    except jsonschema.ValidationError as error:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise BenchError(
-            f"benchmark report does not follow runtime/schema.json at {where}: {error.message}"
-        ) from None
-
-
-def runtime_label(record: dict[str, Any]) -> str:
-    """``runtime[kernel, no-xnnpack]``: the runtime with its non-default flags."""
-    runtime = record["runtime"]
-    flags = []
-    if record.get("kernel") not in (None, "default"):
-        flags.append(record["kernel"])
-    if record.get("xnnpack") is False:
-        flags.append("no-xnnpack")
-    if flags:
-        runtime += f"[{', '.join(flags)}]"
-    return runtime
-
-
-def config_label(record: dict[str, Any]) -> str:
-    """``model · runtime[flags] · Nt``: how warnings and plots name a configuration."""
-    return f"{record['model_name']} · {runtime_label(record)} · {record['threads']}t"
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise BenchError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from runtime.record import CV_WARN, SCHEMA_ID, runtime_label, validate
 
 
 @dataclass
@@ -115,9 +77,10 @@ class BenchReport:
         )
 
     def plot(self, path: str | os.PathLike) -> None:
-        from runtime.plots import plot_report
+        """PNG charts of the results (matplotlib, imported only here)."""
+        from runtime.plots import plot_results
 
-        plot_report(self, path)
+        plot_results(self.system, self.results, path)
 
     def table(self):
         """A rich Table, one row per configuration."""

@@ -1,17 +1,19 @@
 """Measure one model with one runtime and thread count, in this process, and print ONE JSON record.
 
-The benchmark harness (``runtime/bench.py``) starts a fresh ``python worker.py ...`` per
-configuration so that imports and other models never pollute the memory figures. The same file
-runs on a device: copy ``worker.py`` and ``engines.py`` into one folder there and run
+The benchmark (``devices/bench.py``) starts a fresh ``python -m runtime.worker ...`` per
+configuration and round, so that imports and other models never pollute the memory figures. On
+this host it runs from the installed package; on a device from a folder that holds just
+``WORKER_FILES`` (the package layout, so the imports are the same), copied there by the benchmark:
 
-    python3 worker.py model.tflite --runtime litert --threads 4 --runs 100 --warmup 10
+    cd /tmp/edgebnn-bench.XXXX && python3 -m runtime.worker model.tflite --runtime litert --threads 4 --runs 100
 
-It needs only the standard library, numpy, ``engines.py`` and the runtime's own package
-(onnxruntime, ai-edge-litert, or larq-compute-engine). What it measures, like TFLite's
-``benchmark_model``: load/init time (model bytes -> ready interpreter), the first inference, then
-``--warmup`` untimed and ``--runs`` timed invocations (``time.perf_counter_ns`` around ``invoke``
-only, garbage collector off), and the resident memory before the load, after it, and at its peak
-(``VmHWM`` of /proc/self/status; ``ru_maxrss`` where there is no /proc).
+It needs only the standard library, numpy and the runtime's own package (onnxruntime,
+ai-edge-litert, or larq-compute-engine). What it measures, like TFLite's ``benchmark_model``:
+load/init time (model bytes -> ready interpreter), the first inference, then ``--warmup`` untimed
+and ``--runs`` timed invocations (``time.perf_counter_ns`` around ``invoke`` only, garbage
+collector off), and the resident memory before the load, after it, and at its peak (``VmHWM`` of
+/proc/self/status; ``ru_maxrss`` where there is no /proc). Its record comes from
+``runtime.record.new_record``; ``--system`` prints the machine's facts instead.
 
 Test-only hook: ``EDGEBNN_WORKER_FAULT=crash|hang`` makes the worker abort (SIGABRT) or sleep
 forever after loading the model, so the harness's crash and timeout paths can be tested for real.
@@ -20,8 +22,8 @@ forever after loading the model, so the harness's crash and timeout paths can be
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
+import io
 import json
 import os
 import platform
@@ -36,16 +38,33 @@ from typing import Any
 
 import numpy as np
 
-try:
-    from runtime import engines
-except ImportError:  # shipped standalone next to engines.py
-    import engines  # type: ignore[no-redef]
+from formats.files import write_atomic
+from runtime import engines
+from runtime.errors import BenchError
+from runtime.record import new_record, now, summarize
 
 FAULT_ENV = "EDGEBNN_WORKER_FAULT"
+# Everything `python -m runtime.worker` imports from edgebnn, as paths below the package root: what
+# the benchmark copies to a device. tests/runtime/test_worker.py checks it against the imports.
+WORKER_FILES = (
+    "runtime/__init__.py", "runtime/errors.py", "runtime/engines.py", "runtime/record.py", "runtime/worker.py",
+    "formats/__init__.py", "formats/errors.py", "formats/files.py", "formats/kinds.py", "formats/tflite.py",
+)  # fmt: skip
+
+
+def package_root() -> Path:
+    """The folder that holds the ``runtime`` and ``formats`` packages (the installed edgebnn)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def worker_files() -> dict[str, Path]:
+    """``WORKER_FILES`` -> where each one is on this machine."""
+    root = package_root()
+    return {name: root / name for name in WORKER_FILES}
 
 
 # ---------------------------------------------------------------------------------------------
-# Memory and statistics (pure functions where possible)
+# Memory, inputs and the machine
 
 
 def _status_field_mb(field: str) -> float | None:
@@ -79,26 +98,6 @@ def peak_rss_mb() -> float:
     """
     peak = _status_field_mb("VmHWM")
     return peak if peak is not None else _maxrss_mb()
-
-
-def summarize(latencies_ms: list[float], batch: int = 1) -> dict[str, float | None]:
-    """Warm latency statistics as in the benchmark schema (percentiles with linear interpolation)."""
-    if not latencies_ms:
-        keys = ("min_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "std_ms", "cv", "throughput_ips")
-        return dict.fromkeys(keys)
-    values = np.asarray(latencies_ms, dtype=np.float64)
-    mean = float(values.mean())
-    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
-    return {
-        "min_ms": float(values.min()),
-        "median_ms": float(np.median(values)),
-        "mean_ms": mean,
-        "p90_ms": float(np.percentile(values, 90)),
-        "p99_ms": float(np.percentile(values, 99)),
-        "std_ms": std,
-        "cv": std / mean if mean > 0 else 0.0,
-        "throughput_ips": batch * 1000.0 / mean if mean > 0 else None,
-    }
 
 
 def make_input(shape: tuple[int, ...], dtype: np.dtype, seed: int = 0) -> np.ndarray:
@@ -144,7 +143,7 @@ def system_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "engines": {runtime: engines.runtime_version(runtime) for runtime in engines.RUNTIMES},
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": now(),
     }
 
 
@@ -152,50 +151,15 @@ def system_facts() -> dict[str, Any]:
 # The measurement
 
 
-def save_npy_atomic(path: str, array: np.ndarray) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".output.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def save_npy(path: str, array: np.ndarray) -> None:
+    """The array as a .npy file, written atomically (``formats.files``: its folder must exist)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_atomic(path, buffer.getvalue())
 
 
 def _ms(start_ns: int, end_ns: int) -> float:
     return (end_ns - start_ns) / 1e6
-
-
-def base_record(model: str, runtime: str, threads: int, kernel: str | None, xnnpack: bool | None,
-                runs: int, warmup: int, device: str = "host", emulated: bool = False) -> dict[str, Any]:  # fmt: skip
-    """A record with every schema field, the measured ones still None (status "error" until done)."""
-    path = Path(model)
-    return {
-        "model": model,
-        "model_name": path.stem,
-        "runtime": runtime,
-        "runtime_version": engines.runtime_version(runtime) if runtime in engines.RUNTIMES else None,
-        "threads": threads,
-        "kernel": kernel if runtime == "lce" else None,
-        "xnnpack": xnnpack if runtime in ("lce", "litert") else None,
-        "runs": runs,
-        "warmup": warmup,
-        **dict.fromkeys(("import_ms", "load_ms", "first_ms")),
-        **summarize([]),
-        **dict.fromkeys(("rss_before_mb", "rss_after_load_mb", "peak_rss_mb")),
-        "model_size_bytes": engines.model_size_bytes(path) if path.is_file() else None,
-        "device": device,
-        "emulated": emulated,
-        "status": "error",
-        "error": None,
-        "latencies_ms": [],
-        "profile": None,
-        "input_shape": None,
-        "imported_tensorflow": None,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def measure(
@@ -213,12 +177,14 @@ def measure(
     emulated: bool = False,
     output_path: str | None = None,
 ) -> dict[str, Any]:
-    """Load ``model`` and time it; returns one benchmark record. Raises engines.BenchError on bad input."""
-    if runs < 1 or warmup < 0:
-        raise engines.BenchError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
+    """Load ``model`` and time it; returns one benchmark record. Raises BenchError on bad input."""
+    if runs < 1:
+        raise BenchError(f"runs must be >= 1, got {runs}", parameter="runs")
+    if warmup < 0:
+        raise BenchError(f"warmup must be >= 0, got {warmup}", parameter="warmup")
     content, name = engines.read_model(model)
     runtime = engines.check_runtime(content, name, runtime)
-    record = base_record(model, runtime, threads, lce_kernel, xnnpack, runs, warmup, device, emulated)
+    record = new_record(model, runtime, threads, lce_kernel, xnnpack, runs, warmup, device, emulated)
 
     start = time.perf_counter_ns()
     engines.import_runtime(runtime)
@@ -249,7 +215,7 @@ def measure(
     if tuple(x.shape) != engine.input_shape and not (
         engine.batch_dynamic and tuple(x.shape[1:]) == engine.input_shape[1:]
     ):
-        raise engines.BenchError(
+        raise BenchError(
             f"input of shape {tuple(x.shape)} does not fit the model's input {engine.input_shape}"
         )
     engine.set_input(x)
@@ -259,7 +225,7 @@ def measure(
     engine.invoke()
     record["first_ms"] = _ms(start, time.perf_counter_ns())
     if output_path:  # the model's answer to this input, for comparing devices and runtimes
-        save_npy_atomic(output_path, engine.output())
+        save_npy(output_path, engine.output())
         record["output_npy"] = output_path
 
     invoke, clock = engine.invoke, time.perf_counter_ns  # local names: no attribute lookups in the loop
@@ -288,7 +254,9 @@ def measure(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Time one model with one runtime; print one JSON record.")
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.worker", description="Time one model with one runtime; print one JSON record."
+    )
     parser.add_argument("model", nargs="?", help="the .tflite or .onnx file (omit with --system)")
     parser.add_argument("--system", action="store_true", help="print this machine's facts as JSON instead")
     parser.add_argument("--runtime", default="auto", choices=("auto", *engines.RUNTIMES))
@@ -326,11 +294,12 @@ def main(argv: list[str] | None = None) -> int:
             runtime == "auto"
         ):  # unresolved: name the runtime the file's suffix asks for, so the record is valid
             runtime = "onnxruntime" if args.model.endswith(".onnx") else "litert"
-        record = base_record(args.model, runtime, args.threads, args.lce_kernel, args.xnnpack,
-                             args.runs, args.warmup, args.device, args.emulated)  # fmt: skip
+        record = new_record(args.model, runtime, args.threads, args.lce_kernel, args.xnnpack,
+                            args.runs, args.warmup, args.device, args.emulated)  # fmt: skip
         message = str(error).strip().splitlines()
-        record["error"] = message[0] if message and isinstance(error, engines.BenchError) else repr(error)
-        code = 2 if isinstance(error, engines.BenchError) else 1
+        user_error = getattr(error, "exit_code", None) == 2  # BenchError, FormatError
+        record["error"] = message[0] if message and user_error else repr(error)
+        code = 2 if user_error else 1
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
     return code

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgebnn.cli import main as cli_main
+from formats.metadata import read_metadata
 
 TINY = """
 data = "synthetic"
@@ -45,12 +46,17 @@ def test_pipeline_runs_every_stage_then_skips_them(
     verify = json.loads((out / "verify.json").read_text())
     assert verify["samples"] == 200
     assert verify["fmnist-bnn-lce.tflite"]["agreement"] >= 0.999
-    # The sidecar carries the accuracy measured on the LCE file, for the benchmark's plot.
-    sidecar = json.loads((out / "fmnist-bnn-lce.json").read_text())
-    assert sidecar["accuracy"] == verify["fmnist-bnn-lce.tflite"]["accuracy"]
     bench = json.loads((out / "bench.json").read_text())
     assert {r["runtime"] for r in bench["results"]} == {"lce", "litert", "onnxruntime"}
     assert all(r["status"] == "ok" for r in bench["results"])
+    # The benchmark is given the accuracy verified on each file (no side file is written or read) ...
+    accuracy = {Path(r["model"]).name: r["accuracy"] for r in bench["results"]}
+    assert accuracy["fmnist-bnn-lce.tflite"] == verify["fmnist-bnn-lce.tflite"]["accuracy"]
+    assert accuracy["fmnist-bnn.onnx"] == verify["onnx"]["accuracy"]
+    assert not (out / "fmnist-bnn-lce.json").exists()
+    # ... and each .tflite carries the ONNX model's deploy metadata itself.
+    lce_meta, onnx_meta = read_metadata(out / "fmnist-bnn-lce.tflite"), read_metadata(out / "fmnist-bnn.onnx")
+    assert lce_meta == onnx_meta and lce_meta.normalization and len(lce_meta.labels) == 10
     first_lce = (out / "fmnist-bnn-lce.tflite").stat().st_mtime_ns
 
     capsys.readouterr()

@@ -1,152 +1,89 @@
-"""Binarizers: sign functions with surrogate gradients, looked up by name.
+"""The binarizers by name: the one list of valid ``--binarizer`` and ``--act-binarizer`` values.
 
-Forward, every binarizer maps to {-1, +1} with ``sign(0) = +1`` (the convention of Larq Compute
-Engine; ``torch.sign`` maps 0 to 0 and is never used). Backward, each uses its own surrogate:
+=============  ==========  ==========================================================================
+kind           name        implementation
+=============  ==========  ==========================================================================
+activation     ``ste``     ``trainer.quantizers.ste_sign``: clipped straight-through sign
+activation     ``approx``  ``trainer.quantizers.approx_sign``: Bi-Real Net's ApproxSign
+activation     ``none``    ``trainer.quantizers.identity``: full precision (the layer pads with 0)
+weight         ``ste``     ``trainer.quantizers.SteWeightBinarizer``: ``s * sign(W)``
+weight         ``lns``     ``trainer.lns.LNSWeightBinarizer``: ``s * sign(f(W))``, f learned (LNS)
+weight         ``none``    ``trainer.quantizers.FullPrecisionWeight``: ``W`` (full precision)
+=============  ==========  ==========================================================================
 
-- activations (pure functions ``x -> {-1, +1}``):
-  ``ste``    clipped straight-through estimator, gradient 1 where ``|x| <= 1``;
-  ``approx`` Bi-Real Net's ApproxSign, gradient ``2 - 2|x|`` where ``|x| <= 1``.
-- weights (modules built per layer, ``W -> s * sign(f(W))`` with ``s = mean|W|`` per output channel):
-  ``ste``    ``f = identity``, clipped straight-through gradient to ``W``;
-  ``lns``    ``f`` is a learned mapping network (see ``trainer.lns``).
+``none`` builds the full-precision twin of a zoo model (``--binarizer none --act-binarizer none``)
+or stage 1 of two-stage training (``--binarizer none --act-binarizer ste``: binary activations,
+real weights, as ReActNet).
+
+The registry maps names to ``"module:attribute"`` strings that are imported on first use, so the
+names are available without torch (``edgebnn --help`` builds its choices from them).
 
 Example::
 
     >>> import torch
-    >>> from trainer.binarizers import get_activation_binarizer, get_weight_binarizer
+    >>> from trainer.binarizers import WEIGHT_BINARIZERS, build_weight_binarizer, get_activation_binarizer
+    >>> list(WEIGHT_BINARIZERS)
+    ['ste', 'lns', 'none']
     >>> sign = get_activation_binarizer("ste")
     >>> sign(torch.tensor([-0.5, 0.0, 2.0]))
     tensor([-1.,  1.,  1.])
-    >>> binarize = get_weight_binarizer("ste")(weight_shape=(2, 1, 1, 1))
+    >>> binarize = build_weight_binarizer("ste", weight_shape=(2, 1, 1, 1))
     >>> binarize(torch.tensor([[[[0.5]]], [[[-0.25]]]])).flatten()
     tensor([ 0.5000, -0.2500])
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrainerError
 
+if TYPE_CHECKING:  # for the type hints only: importing it needs torch
+    import torch
 
-def sign(x: torch.Tensor) -> torch.Tensor:
-    """+1 where ``x >= 0`` else -1, in ``x``'s dtype; exports to ONNX as Where(GreaterOrEqual)."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    from trainer.quantizers import WeightBinarizer
 
-
-def channel_scale(weight: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel ``mean|W|``, shaped to broadcast against ``weight``; never exactly 0."""
-    dims = tuple(range(1, weight.dim()))
-    # A dead all-zero filter would deploy as zeros, which is not a binary weight: keep s > 0.
-    return weight.detach().abs().mean(dim=dims, keepdim=True).clamp_min(1e-8)
-
-
-class _ClippedSte(torch.autograd.Function):
-    """sign forward; gradient passed through where ``|x| <= clip`` (everywhere if clip is None)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, clip: float | None) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.clip = clip
-        return sign(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        if ctx.clip is None:
-            return grad, None
-        return grad * (x.abs() <= ctx.clip).to(grad.dtype), None
-
-
-class _ApproxSign(torch.autograd.Function):
-    """sign forward; Bi-Real ApproxSign gradient ``2 - 2|x|`` on ``|x| <= 1``, else 0."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return sign(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * (2.0 - 2.0 * x.abs()).clamp_min(0.0)
-
-
-def ste_sign(x: torch.Tensor, clip: float | None = 1.0) -> torch.Tensor:
-    """Binarize with a (clipped) straight-through gradient."""
-    return _ClippedSte.apply(x, clip)
-
-
-def approx_sign(x: torch.Tensor) -> torch.Tensor:
-    """Binarize with Bi-Real Net's ApproxSign gradient."""
-    return _ApproxSign.apply(x)
-
-
-def scaled_ste_sign(x: torch.Tensor, scale: torch.Tensor, clip: float | None = 1.0) -> torch.Tensor:
-    """``scale * sign(x)`` with a (clipped) straight-through gradient to ``x``; ``scale`` is constant.
-
-    The product of an exact +-1 and a float is exact, so this is bit for bit ``+-scale``.
-    """
-    return scale * ste_sign(x, clip)
-
-
-ACTIVATION_BINARIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "ste": ste_sign,
-    "approx": approx_sign,
+# name -> "module:function", a function x -> {-1, +1} with its surrogate gradient.
+ACTIVATION_BINARIZERS: dict[str, str] = {
+    "ste": "trainer.quantizers:ste_sign",
+    "approx": "trainer.quantizers:approx_sign",
+    "none": "trainer.quantizers:identity",
 }
 
-
-class SteWeightBinarizer(nn.Module):
-    """``W -> s * sign(W)``, ``s = mean|W|`` per output channel (a constant); gradient ``s`` where ``|W| <= clip``."""
-
-    def __init__(self, weight_shape: tuple[int, ...], clip: float | None = 1.0) -> None:
-        super().__init__()
-        self.clip = clip
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return scaled_ste_sign(weight, channel_scale(weight), self.clip)
-
-
-def _lns_binarizer(weight_shape: tuple[int, ...], **config: Any) -> nn.Module:
-    from trainer.lns import LNSWeightBinarizer  # lns builds on this module: import on use
-
-    return LNSWeightBinarizer(weight_shape, **config)
-
-
-# name -> factory(weight_shape, **config) -> module with forward(W) -> binary W.
-WEIGHT_BINARIZERS: dict[str, Callable[..., nn.Module]] = {
-    "ste": SteWeightBinarizer,
-    "lns": _lns_binarizer,
+# name -> "module:class", a trainer.quantizers.WeightBinarizer built as cls(weight_shape, **options).
+WEIGHT_BINARIZERS: dict[str, str] = {
+    "ste": "trainer.quantizers:SteWeightBinarizer",
+    "lns": "trainer.lns:LNSWeightBinarizer",
+    "none": "trainer.quantizers:FullPrecisionWeight",
 }
+FULL_PRECISION = "none"  # the name of the identity binarizer in both registries
+# How LNS reduces its auxiliary loss over a layer's weights: "sum" is the paper's, "mean" is not.
+AUX_REDUCTIONS = ("sum", "mean")
+
+
+def _resolve(kind: str, registry: dict[str, str], name: str) -> Any:
+    try:
+        module_name, _, attribute = registry[name].partition(":")
+    except KeyError:
+        raise TrainerError(f"unknown {kind} {name!r}; choose one of {', '.join(registry)}") from None
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def get_activation_binarizer(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The activation binarizer called ``name``; TrainerError listing the valid names otherwise."""
-    try:
-        return ACTIVATION_BINARIZERS[name]
-    except KeyError:
-        raise TrainerError(
-            f"unknown activation binarizer {name!r}; choose one of {', '.join(ACTIVATION_BINARIZERS)}"
-        ) from None
+    return _resolve("activation binarizer", ACTIVATION_BINARIZERS, name)
 
 
-def get_weight_binarizer(name: str) -> Callable[..., nn.Module]:
-    """The weight-binarizer factory called ``name``; TrainerError listing the valid names otherwise."""
-    try:
-        return WEIGHT_BINARIZERS[name]
-    except KeyError:
-        raise TrainerError(
-            f"unknown weight binarizer {name!r}; choose one of {', '.join(WEIGHT_BINARIZERS)}"
-        ) from None
+def get_weight_binarizer(name: str) -> Callable[..., WeightBinarizer]:
+    """The weight-binarizer class called ``name``; TrainerError listing the valid names otherwise."""
+    return _resolve("weight binarizer", WEIGHT_BINARIZERS, name)
 
 
 def build_weight_binarizer(
     name: str, weight_shape: tuple[int, ...], config: dict[str, Any] | None = None
-) -> nn.Module:
+) -> WeightBinarizer:
     """Build binarizer ``name`` for a weight of ``weight_shape``; unknown options raise TrainerError."""
     factory = get_weight_binarizer(name)
     try:

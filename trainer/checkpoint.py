@@ -7,6 +7,13 @@ Format (CONTRIBUTING.md)::
      "binarizer": {...}, "data": {...}, "state_dict": {...}, "epoch": int, "metrics": {...},
      "optimizer": {...}, "scheduler": {...}, "rng": {...}}
 
+A checkpoint written by ``edgebnn train`` (``training_checkpoint``) adds the loop state that
+``--resume`` needs: ``train_config``, ``history``, ``best``, ``flip_reference``, ``resume_point``,
+and what the run did once: ``mapping_warmup`` (the data-free warm-up's record, None without one)
+and ``teacher`` (path and SHA-256 of the distillation teacher, None without one). The test accuracy
+of the best-validation weights is added at the end of a run (``with_best_test``).
+This module is the only place that builds a checkpoint payload.
+
 Example::
 
     >>> import tempfile, pathlib
@@ -21,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -31,8 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from formats.files import write_atomic
 from trainer.errors import TrainerError
-from trainer.files import write_atomic
 
 FORMAT = "edgebnn-checkpoint/1"
 MAPPING_MARKER = ".weight_binarizer.mapping."  # state-dict keys of LNS mapping networks
@@ -48,8 +56,97 @@ def new_checkpoint(model: nn.Module, **fields: Any) -> dict[str, Any]:
     }
 
 
+def training_checkpoint(
+    model: nn.Module,
+    *,
+    binarizer: dict[str, Any],
+    data: dict[str, Any],
+    epoch: int,
+    metrics: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    train_config: dict[str, Any],
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+    flip_reference: dict[str, torch.Tensor],
+    resume_point: dict[str, Any] | None,
+    mapping_warmup: dict[str, Any] | None = None,
+    teacher: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint of the training loop after ``epoch`` epochs: weights, optimizer, RNG, loop state.
+
+    ``resume_point`` (``{"epoch", "step", "stats"}``) marks a run stopped inside an epoch. The torch
+    RNG state is taken now (and the CUDA one on a CUDA ``device``), so call it where the loop stands.
+    """
+    return {
+        "format": FORMAT,
+        "model": {"name": model.name, "config": dict(model.config)},
+        "binarizer": binarizer,
+        "data": data,
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        "epoch": epoch,
+        "metrics": metrics,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        },
+        "train_config": train_config,
+        "history": history,
+        "best": best,
+        "flip_reference": {name: signs.cpu() for name, signs in flip_reference.items()},
+        "resume_point": resume_point,
+        "mapping_warmup": mapping_warmup,
+        "teacher": teacher,
+    }
+
+
+def with_best_test(payload: dict[str, Any], best: dict[str, Any], *, best_checkpoint: bool) -> dict[str, Any]:
+    """``payload`` with the test accuracy of the best-validation weights (``best["test_acc"]``).
+
+    ``best.pt`` (``best_checkpoint``) gets it as ``metrics["test_acc"]``, the accuracy its weights
+    score (export records it); every training checkpoint gets ``metrics["best_test_acc"]`` and its
+    loop state ``best``.
+    """
+    metrics = {**payload.get("metrics", {}), "best_test_acc": best["test_acc"]}
+    if best_checkpoint:
+        metrics["test_acc"] = best["test_acc"]
+    updated = {**payload, "metrics": metrics}
+    if "best" in payload:
+        updated["best"] = dict(best)
+    return updated
+
+
+def restore_training_state(
+    checkpoint: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+) -> None:
+    """Load what ``training_checkpoint`` saved into the loop's objects: weights, optimizer, schedule, RNG."""
+    load_state_strict(model, checkpoint["state_dict"], allow_mapping=False)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+
+
+def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of every tensor: equal hash = equal weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Write ``payload`` atomically (``formats.files.write_atomic``: the folder must exist)."""
     path = Path(path)
     validate_checkpoint(payload, str(path))
     buffer = io.BytesIO()

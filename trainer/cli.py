@@ -1,8 +1,30 @@
-"""``edgebnn`` subcommands of the trainer stage: ``data show`` and ``train``."""
+"""``edgebnn`` subcommands of the trainer stage: ``data show`` and ``train``.
+
+Only argparse-level code runs at start-up (``edgebnn --help`` must not import torch): the choices
+come from ``trainer.binarizers`` and ``trainer.config``, which need no torch; the handlers import the rest.
+
+    >>> import argparse
+    >>> from trainer.cli import register
+    >>> parser = argparse.ArgumentParser(prog="edgebnn")
+    >>> register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["train", "--model", "fmnist-bnn", "--data", "synthetic", "--out", "runs/x"])
+    >>> args.binarizer, args.act_binarizer, args.epochs
+    ('ste', 'ste', 10)
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from trainer.binarizers import ACTIVATION_BINARIZERS, AUX_REDUCTIONS, WEIGHT_BINARIZERS
+from trainer.config import (
+    DEFAULT_KD_TEMPERATURE,
+    DEFAULT_KD_WEIGHT,
+    DEFAULT_WARMUP_MAPPING_STEPS,
+    DEVICES,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -11,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train_parser(subparsers)
 
 
-# --- data (owned by the lead) -------------------------------------------------------------------
+# --- data ---------------------------------------------------------------------------------------
 
 
 def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,20 +62,21 @@ def _run_data_show(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- train (owned by T2) ------------------------------------------------------------------------
+# --- train --------------------------------------------------------------------------------------
 
 
 TRAIN_EPILOG = """examples:
   edgebnn train --model fmnist-bnn --data fashion-mnist --epochs 15 --out runs/baseline
   edgebnn train --model fmnist-bnn --data fashion-mnist --binarizer lns --init runs/baseline/best.pt \\
-      --warmup-mapping-epochs 1 --epochs 5 --optimizer sgd --lr 0.01 --out runs/lns
+      --epochs 5 --lr 2e-4 --mapping-lr 1e-3 --out runs/lns
+  edgebnn train --model fmnist-bnn --data fashion-mnist --binarizer none --act-binarizer none --out runs/fp
+  edgebnn train --model fmnist-bnn --data fashion-mnist --teacher runs/fp/best.pt --out runs/kd
   torchrun --nproc_per_node=2 -m edgebnn train --model resnet20 --data cifar10 --data-dir D --out runs/r20
 """
 
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """``edgebnn train``: every flag maps onto a field of ``trainer.train.TrainConfig``."""
-    # Choices are literal here so that `edgebnn --help` does not import torch (see trainer/train.py).
     train = subparsers.add_parser(
         "train",
         help="train a binary network (STE or LNS), with checkpoints, resume, metrics and curves",
@@ -88,10 +111,16 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     binarizer = train.add_argument_group("binarization (LNS)")
     binarizer.add_argument(
-        "--binarizer", choices=("ste", "lns"), default="ste", help="weight binarizer (default ste)"
+        "--binarizer",
+        choices=tuple(WEIGHT_BINARIZERS),
+        default="ste",
+        help="weight binarizer (default ste; none = full-precision weights)",
     )
     binarizer.add_argument(
-        "--act-binarizer", choices=("ste", "approx"), default="ste", help="activation binarizer gradient"
+        "--act-binarizer",
+        choices=tuple(ACTIVATION_BINARIZERS),
+        default="ste",
+        help="activation binarizer gradient (none = full-precision activations, zero padding)",
     )
     binarizer.add_argument(
         "--alpha", type=float, default=1.0, help="weight of the LNS auxiliary loss (default 1.0)"
@@ -112,6 +141,12 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--mapping-lr", type=float, help="learning rate of the LNS mapping networks (default: --lr)"
     )
     binarizer.add_argument(
+        "--aux-reduction",
+        choices=AUX_REDUCTIONS,
+        default="sum",
+        help="LNS aux loss over a layer's weights: sum (the paper's, default) or mean (not the paper's)",
+    )
+    binarizer.add_argument(
         "--init", metavar="CKPT", help="start from a trained checkpoint (strict, except new mapping nets)"
     )
     binarizer.add_argument(
@@ -119,7 +154,29 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="K",
-        help="first train only the mapping networks for K epochs",
+        help="first train only the mapping networks for K epochs on data (default 0)",
+    )
+    binarizer.add_argument(
+        "--warmup-mapping-steps",
+        type=int,
+        metavar="N",
+        help="data-free warm-up: train only the mapping networks on the aux loss until their bits agree "
+        "with sign(W) on 99.9%% of every layer or N steps pass (default for lns without "
+        f"--warmup-mapping-epochs: {DEFAULT_WARMUP_MAPPING_STEPS}; 0 = off)",
+    )
+    distill = train.add_argument_group("knowledge distillation")
+    distill.add_argument(
+        "--teacher", metavar="CKPT", help="distil from this checkpoint of the same dataset (e.g. the FP twin)"
+    )
+    distill.add_argument(
+        "--kd-weight",
+        type=float,
+        help=f"w in (1-w)*CE + w*T^2*KL(teacher||student) (default with --teacher: {DEFAULT_KD_WEIGHT})",
+    )
+    distill.add_argument(
+        "--kd-temperature",
+        type=float,
+        help=f"distillation temperature T (default with --teacher: {DEFAULT_KD_TEMPERATURE})",
     )
     optim = train.add_argument_group("optimisation")
     optim.add_argument(
@@ -131,7 +188,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         default=128,
         help="images per step and process (torchrun: N processes step on N batches; default 128)",
     )
-    optim.add_argument("--optimizer", choices=("sgd", "adam"), default="adam", help="default adam")
+    optim.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
     optim.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     optim.add_argument(
@@ -140,9 +197,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="L2 decay on non-binary parameters; binary latent weights get 0",
     )
-    optim.add_argument(
-        "--schedule", choices=("cosine", "step"), default="cosine", help="per-epoch LR schedule"
-    )
+    optim.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="per-epoch LR schedule")
     optim.add_argument(
         "--step-size", type=int, default=30, help="step schedule: epochs between decays (default 30)"
     )
@@ -158,8 +213,16 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--resume", action="store_true", help="continue RUN_DIR/last.pt exactly where it stopped"
     )
-    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
-    run.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
+    run.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
+    run.add_argument(
+        "--threads", type=int, help="torch CPU threads per process (default: the CPUs this process may use)"
+    )
+    run.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC memory format for training (default on: faster on CPU)",
+    )
     train.set_defaults(func=_run_train)
 
 

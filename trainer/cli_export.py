@@ -1,7 +1,15 @@
 """``edgebnn export CKPT -o model.onnx``: a trained checkpoint to the ONNX deploy graph.
 
 The graph is checked (``onnx.checker``, binary weights bit for bit, ONNX Runtime against PyTorch)
-before the file is written atomically; see docs/models.md.
+before the file is written atomically (into an existing folder); see docs/models.md.
+
+    >>> import argparse
+    >>> from trainer.cli_export import register
+    >>> parser = argparse.ArgumentParser(prog="edgebnn")
+    >>> register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["export", "runs/baseline/best.pt"])
+    >>> args.checkpoint.name, args.output
+    ('best.pt', None)
 """
 
 from __future__ import annotations

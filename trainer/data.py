@@ -5,13 +5,16 @@ batches cut from in-memory tensors keep a 2-core machine busy with training, not
 The per-channel normalisation (mean, std on the [0, 1] pixel scale, computed on the training split)
 travels with the dataset so that checkpoints and exported models can record it.
 
-    >>> from trainer.data import load_dataset, normalize
+    >>> from trainer.data import load_dataset, normalize, normalized_split
     >>> ds = load_dataset("synthetic")
     >>> ds.input_shape, len(ds.classes)
     ((1, 28, 28), 10)
     >>> x = normalize(ds.train_x[:4], ds.mean, ds.std)
     >>> x.dtype, tuple(x.shape)
     (torch.float32, (4, 1, 28, 28))
+    >>> images, labels = normalized_split("synthetic", None, "test", count=8)  # numpy, for the runtimes
+    >>> images.dtype, images.shape, labels.dtype
+    (dtype('float32'), (8, 1, 28, 28), dtype('int64'))
 
 Readers raise :class:`DataError` (exit code 2 in the CLI) naming the file and what is wrong with it.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import numbers
 import os
 import pickle
 import struct
@@ -30,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from formats.files import write_atomic
 from trainer.errors import TrainerError
-from trainer.files import write_atomic
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
@@ -121,6 +125,28 @@ def train_val_split(
         raise DataError(f"validation size {val_size} does not fit a training split of {num_train} images")
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
     return order[count:].sort().values, order[:count].sort().values
+
+
+def training_split(
+    num_train: int, val_size: int | None, subset: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (train, validation) indices of a training run: ``train_val_split`` of the full training set
+    (``val_size`` default: 5000, or a tenth of a set under 20k images), then the first ``subset``
+    training images.
+
+    >>> [len(part) for part in training_split(1000, None, 50, seed=0)]
+    [50, 100]
+    """
+    if val_size is None:
+        val_size = 5000 if num_train >= 20000 else num_train // 10
+    train_idx, val_idx = train_val_split(num_train, val_size, seed=seed)
+    if subset is not None:
+        if subset > len(train_idx):
+            raise TrainerError(
+                f"--subset {subset}: only {len(train_idx)} training images after the validation split"
+            )
+        train_idx = train_idx[:subset]
+    return train_idx, val_idx
 
 
 # --- IDX (Fashion-MNIST, MNIST) -----------------------------------------------------------------
@@ -288,6 +314,40 @@ def load_dataset(name: str, data_dir: str | None = None) -> ImageDataset:
     return DATASETS[name](data_dir)
 
 
+SPLITS = ("train", "test")
+
+
+def normalized_split(
+    dataset_name: str,
+    data_dir: str | None,
+    split: str,
+    count: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` images of split ``split`` (``train``/``test``) as model inputs, and their labels.
+
+    Images come back as float32 NCHW ``(x / 255 - mean) / std`` (``normalize``), with the given
+    per-channel ``mean``/``std`` (a model's recorded normalisation) or, by default, the dataset's own;
+    labels as int64. ``count=None`` takes the whole split; a count beyond its size takes all of it.
+    """
+    if split not in SPLITS:
+        raise TrainerError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if count is not None and (
+        isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1
+    ):
+        raise TrainerError(f"count must be a positive number of images, got {count!r}")
+    if (mean is None) != (std is None):
+        raise TrainerError("mean and std must be given together (or neither, for the dataset's own)")
+    dataset = load_dataset(dataset_name, data_dir=data_dir)
+    images = dataset.test_x if split == "test" else dataset.train_x
+    labels = dataset.test_y if split == "test" else dataset.train_y
+    if mean is None:
+        mean, std = dataset.mean, dataset.std
+    inputs = normalize(images[:count], tuple(mean), tuple(std))
+    return np.ascontiguousarray(inputs.numpy()), labels[:count].numpy()
+
+
 # --- presentation (used by `edgebnn data show`) --------------------------------------------------
 
 
@@ -359,7 +419,4 @@ def save_sample_grid(dataset: ImageDataset, path: str | os.PathLike, per_class: 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     plt.close(figure)
-    try:
-        write_atomic(path, buffer.getvalue())
-    except OSError as error:
-        raise DataError(f"cannot write {path}: {error.strerror}") from None
+    write_atomic(path, buffer.getvalue())  # a FormatError naming the file if that fails

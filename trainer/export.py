@@ -8,17 +8,20 @@
 2. ``torch.onnx.export(..., dynamo=True)`` traces it: the activation binarizer becomes
    ``Where(GreaterOrEqual(x, 0), 1, -1)``, one-padding an explicit ``Pad(value=1)`` before an unpadded
    ``Conv``; BatchNorm stays a ``BatchNormalization`` node;
-3. metadata is attached, ``onnx.checker`` runs, and ONNX Runtime must reproduce the PyTorch eval
-   output on random inputs, else ``TrainerError``.
+3. the deploy metadata (``formats.metadata.DeployMetadata``) is attached, ``onnx.checker`` runs, and
+   ONNX Runtime must reproduce the PyTorch eval output on random inputs, else ``TrainerError``.
 
 Example::
 
+    >>> from formats.metadata import DeployMetadata, read_onnx
     >>> from trainer.zoo import create_model
     >>> from trainer.export import export_onnx
     >>> model = create_model("fmnist-bnn", num_classes=10, in_channels=1, input_size=28)
-    >>> proto = export_onnx(model, input_shape=(1, 28, 28), metadata={"edgebnn.model": "fmnist-bnn"})
+    >>> proto = export_onnx(model, input_shape=(1, 28, 28), metadata=DeployMetadata(model="fmnist-bnn"))
     >>> [i.name for i in proto.graph.input], [o.name for o in proto.graph.output]
     (['input'], ['logits'])
+    >>> read_onnx(proto).model
+    'fmnist-bnn'
 """
 
 from __future__ import annotations
@@ -26,11 +29,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,8 +41,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from formats.files import check_writable, write_atomic
+from formats.metadata import PREFIX, DeployMetadata, write_onnx
 from trainer.errors import TrainerError
-from trainer.files import write_atomic
 from trainer.layers import binary_layers
 
 OPSET = 18
@@ -135,10 +138,6 @@ def check_binary_weights(proto: onnx.ModelProto, deployed: nn.Module) -> None:
             raise TrainerError(f"binary weight of layer {name!r} was not exported unchanged")
 
 
-def _metadata_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def check_onnxruntime(
     proto: onnx.ModelProto, model: nn.Module, input_shape: Sequence[int], *, batch: int = 8, seed: int = 0
 ) -> float:
@@ -181,15 +180,20 @@ def export_onnx(
     model: nn.Module,
     *,
     input_shape: Sequence[int],
-    metadata: dict[str, Any] | None = None,
+    metadata: DeployMetadata | Mapping[str, Any] | None = None,
     path: str | os.PathLike | None = None,
     verify: bool = True,
 ) -> onnx.ModelProto:
     """Export the deploy graph of ``model`` for inputs ``[N, *input_shape]`` (N dynamic).
 
-    ``metadata`` becomes ``metadata_props`` (non-strings JSON-encoded). With ``path`` the file is
-    written atomically. ``verify`` checks the graph in ONNX Runtime against the PyTorch model.
+    ``metadata`` becomes the graph's ``metadata_props`` (``formats.metadata.write_onnx``); a mapping
+    of ``edgebnn.*`` keys to values is read as a ``DeployMetadata``. With ``path`` the file is
+    written atomically (its folder must exist). ``verify`` checks the graph in ONNX Runtime against
+    the PyTorch model.
     """
+    meta = _deploy_metadata(metadata)
+    if path is not None:
+        check_writable(path)
     input_shape = [int(v) for v in input_shape]
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise TrainerError(f"input_shape must be [C, H, W] with positive sizes, got {input_shape}")
@@ -203,9 +207,8 @@ def export_onnx(
         raise TrainerError(f"the model does not accept inputs of shape {input_shape}: {first}") from None
     proto = _quiet_export(deployed, example)
     proto.producer_name = "edgebnn"
-    for key, value in (metadata or {}).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, _metadata_value(value)
+    if meta is not None:
+        write_onnx(proto, meta)
     onnx.checker.check_model(proto)
     check_binary_weights(proto, deployed)
     if verify:
@@ -215,35 +218,35 @@ def export_onnx(
     return proto
 
 
-def export_onnx_bytes(
-    model: nn.Module, *, input_shape: Sequence[int], metadata: dict[str, Any] | None = None
-) -> bytes:
-    """``export_onnx`` serialised, for in-memory consumers (``edgebnn summary``, the converter)."""
-    return export_onnx(model, input_shape=input_shape, metadata=metadata).SerializeToString()
+def _deploy_metadata(metadata: DeployMetadata | Mapping[str, Any] | None) -> DeployMetadata | None:
+    """``metadata`` as a DeployMetadata; a mapping must use the ``edgebnn.*`` keys of formats.metadata."""
+    if metadata is None or isinstance(metadata, DeployMetadata):
+        return metadata
+    unknown = [key for key in metadata if not key.startswith(PREFIX)]
+    if unknown:
+        raise TrainerError(f"metadata keys must start with {PREFIX!r}, got {', '.join(map(repr, unknown))}")
+    return DeployMetadata.from_dict({key.removeprefix(PREFIX): value for key, value in metadata.items()})
 
 
-def checkpoint_metadata(checkpoint: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
-    """Input shape ``[C, H, W]`` and ``edgebnn.*`` metadata of a loaded checkpoint."""
+def checkpoint_metadata(checkpoint: dict[str, Any]) -> tuple[list[int], DeployMetadata]:
+    """Input shape ``[C, H, W]`` and deploy metadata of a loaded checkpoint."""
     config = checkpoint["model"]["config"]
     data = checkpoint.get("data") or {}
-    input_shape = data.get("input_shape") or [
-        config.get("in_channels", 3),
-        *config.get("input_size", [224, 224]),
-    ]
+    from_config = [config.get("in_channels", 3), *config.get("input_size", [224, 224])]
+    input_shape = [int(v) for v in data.get("input_shape") or from_config]
     binarizer = checkpoint.get("binarizer") or {}
-    metadata: dict[str, Any] = {
-        "edgebnn.model": checkpoint["model"]["name"],
-        "edgebnn.input_shape": [int(v) for v in input_shape],
-        "edgebnn.binarizer": binarizer.get("name") or config.get("weight_binarizer", "ste"),
-    }
-    if "mean" in data and "std" in data:
-        metadata["edgebnn.normalization"] = {"mean": list(data["mean"]), "std": list(data["std"])}
-    if "classes" in data:
-        metadata["edgebnn.labels"] = list(data["classes"])
+    normalized = "mean" in data and "std" in data
     accuracy = (checkpoint.get("metrics") or {}).get("test_acc")
-    if accuracy is not None:
-        metadata["edgebnn.accuracy"] = float(accuracy)
-    return [int(v) for v in input_shape], metadata
+    meta = DeployMetadata(
+        model=checkpoint["model"]["name"],
+        input_shape=tuple(input_shape),
+        mean=tuple(data["mean"]) if normalized else None,
+        std=tuple(data["std"]) if normalized else None,
+        labels=tuple(data["classes"]) if "classes" in data else None,
+        binarizer=binarizer.get("name") or config.get("weight_binarizer", "ste"),
+        accuracy=float(accuracy) if accuracy is not None else None,
+    )
+    return input_shape, meta
 
 
 def export_checkpoint_proto(checkpoint_path: str | os.PathLike) -> onnx.ModelProto:
@@ -257,7 +260,8 @@ def export_checkpoint_proto(checkpoint_path: str | os.PathLike) -> onnx.ModelPro
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> onnx.ModelProto:
-    """Export checkpoint ``checkpoint_path`` to ONNX file ``out_path`` (written atomically)."""
+    """Export checkpoint ``checkpoint_path`` to ONNX file ``out_path`` (written atomically, folder must exist)."""
+    check_writable(out_path)  # before the export's work, not after it
     proto = export_checkpoint_proto(checkpoint_path)
     write_atomic(out_path, proto.SerializeToString())
     return proto

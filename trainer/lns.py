@@ -8,18 +8,24 @@ label noise (an unbiased estimator of the loss against the unknown clean bits)::
     l(q, y) = (q - y)^2
     l_corr(q, t) = [(1 - rho_{-t}) l(q, t) - rho_{t} l(q, -t)] / (1 - rho_pos - rho_neg)
     aux = alpha * SUM over the layer's weights of l_corr(f(W), sign(W))
+    (reduction="mean": the MEAN over the layer's weights, a variant that is not the paper's)
 
-``total = cross_entropy + aux_loss(model)``. The mapping networks only exist during training:
-export keeps the bits they produce and drops them. See /work/shared/LNS_METHOD.md and docs/models.md.
+``total = cross_entropy + trainer.layers.aux_loss(model)``. The mapping networks only exist during
+training: export keeps the bits they produce and drops them. ``warmup_loss`` is the same corrected
+loss without ``alpha``: the data-free warm-up (``trainer.warmup``) trains the mapping to reproduce
+sign(W) before fine-tuning, whatever alpha the fine-tuning uses. The method and the choices the paper
+leaves open: docs/lns-method.md; the implementation and its measurements: docs/models.md.
 
 Example::
 
     >>> import torch
-    >>> from trainer.layers import BinaryConv2d
-    >>> from trainer.lns import aux_loss, mapping_parameters
-    >>> conv = BinaryConv2d(8, 8, weight_binarizer="lns", binarizer_config={"alpha": 1.0, "rho": 0.005})
-    >>> y = conv(torch.randn(2, 8, 5, 5))
-    >>> aux_loss(conv).shape, len(mapping_parameters(conv)) > 0
+    >>> from trainer.lns import LNSWeightBinarizer
+    >>> binarize = LNSWeightBinarizer((8, 4, 3, 3), alpha=1.0, rho=0.005)
+    >>> weight = torch.randn(8, 4, 3, 3)
+    >>> bits = binarize(weight)
+    >>> bool((bits.abs() == weight.abs().mean(dim=(1, 2, 3), keepdim=True)).all())
+    True
+    >>> binarize.aux_loss(weight).shape, sum(p.numel() for p in binarize.parameters()) > 0
     (torch.Size([]), True)
 """
 
@@ -28,8 +34,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.binarizers import channel_scale, scaled_ste_sign, sign
+from trainer.binarizers import AUX_REDUCTIONS
 from trainer.errors import TrainerError
+from trainer.quantizers import WeightBinarizer, channel_scale, scaled_ste_sign, sign
 
 
 class MappingNetwork(nn.Module):
@@ -64,18 +71,21 @@ def noise_rates(t: torch.Tensor, rho_pos: float, rho_neg: float) -> tuple[torch.
     return rho_t, rho_minus_t
 
 
-def corrected_loss(q: torch.Tensor, t: torch.Tensor, rho_pos: float, rho_neg: float) -> torch.Tensor:
-    """Sum over all entries of the noise-corrected squared loss of ``q`` against noisy labels ``t``."""
+def corrected_loss(
+    q: torch.Tensor, t: torch.Tensor, rho_pos: float, rho_neg: float, reduction: str = "sum"
+) -> torch.Tensor:
+    """Sum (or mean) over all entries of the noise-corrected squared loss of ``q`` against labels ``t``."""
     rho_t, rho_minus_t = noise_rates(t, rho_pos, rho_neg)
     loss = ((1 - rho_minus_t) * (q - t) ** 2 - rho_t * (q + t) ** 2) / (1 - rho_pos - rho_neg)
-    return loss.sum()
+    return loss.mean() if reduction == "mean" else loss.sum()
 
 
-class LNSWeightBinarizer(nn.Module):
+class LNSWeightBinarizer(WeightBinarizer):
     """``W -> s * sign(f(W))`` with ``s = mean|W|`` per output channel and an STE from the output to q.
 
     Options: ``alpha`` (weight of the auxiliary loss), ``rho`` or ``rho_pos``/``rho_neg`` (label-noise
-    rates), ``width`` (hidden channels = width * c_in), ``clip`` (STE window on q, None = identity).
+    rates), ``width`` (hidden channels = width * c_in), ``clip`` (STE window on q, None = identity),
+    ``reduction`` (``sum`` over the layer's weights as the paper, or ``mean``: not the paper's).
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class LNSWeightBinarizer(nn.Module):
         rho_neg: float | None = None,
         width: int = 2,
         clip: float | None = None,
+        reduction: str = "sum",
     ) -> None:
         super().__init__()
         self.alpha = float(alpha)
@@ -101,6 +112,9 @@ class LNSWeightBinarizer(nn.Module):
             raise TrainerError(f"LNS alpha must be >= 0, got {alpha}")
         if int(width) < 1:
             raise TrainerError(f"LNS width must be a positive integer, got {width}")
+        if reduction not in AUX_REDUCTIONS:
+            raise TrainerError(f"LNS reduction must be one of {', '.join(AUX_REDUCTIONS)}, got {reduction!r}")
+        self.reduction = reduction
         if len(weight_shape) != 4:
             raise TrainerError(f"LNS maps 4-d conv weights (c_out, c_in, k, k), got shape {weight_shape}")
         self.clip = clip
@@ -129,33 +143,18 @@ class LNSWeightBinarizer(nn.Module):
         """``alpha * sum l_corr(f(W), sign(W))``; the noisy labels carry no gradient."""
         q = self.mapped(weight)
         self._cached = None
-        return self.alpha * corrected_loss(q, sign(weight.detach()), self.rho_pos, self.rho_neg)
+        return self.alpha * self._noisy_label_loss(q, weight)
+
+    def warmup_loss(self, weight: torch.Tensor) -> torch.Tensor:
+        """The corrected loss without alpha, for the mapping alone (no gradient reaches ``W``)."""
+        return self._noisy_label_loss(self.mapping(weight.detach()), weight)
+
+    def _noisy_label_loss(self, q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        labels = sign(weight.detach())
+        return corrected_loss(q, labels, self.rho_pos, self.rho_neg, self.reduction)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, rho_pos={self.rho_pos}, rho_neg={self.rho_neg}, clip={self.clip}"
-
-
-def lns_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The binary layers of ``model`` whose weights are binarized by LNS."""
-    from trainer.layers import binary_layers
-
-    return [
-        (name, layer)
-        for name, layer in binary_layers(model)
-        if isinstance(layer.weight_binarizer, LNSWeightBinarizer)
-    ]
-
-
-def aux_loss(model: nn.Module) -> torch.Tensor:
-    """Sum over LNS layers of ``alpha_i * aux_i`` (alpha already applied); a 0 tensor if none."""
-    losses = [layer.weight_binarizer.aux_loss(layer.weight) for _, layer in lns_layers(model)]
-    if not losses:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else None
-        return torch.zeros((), device=device)
-    return torch.stack(losses).sum()
-
-
-def mapping_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of all LNS mapping networks (the only ones trained during the warm-up)."""
-    return [p for _, layer in lns_layers(model) for p in layer.weight_binarizer.mapping.parameters()]
+        return (
+            f"alpha={self.alpha}, rho_pos={self.rho_pos}, rho_neg={self.rho_neg}, clip={self.clip}, "
+            f"reduction={self.reduction}"
+        )

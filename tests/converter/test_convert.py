@@ -1,5 +1,5 @@
 """Conversion of foreign ONNX BNNs with the real LCE converter, checked in the real LCE interpreter
-against ONNX Runtime (converter.verify)."""
+against ONNX Runtime (runtime.verify)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from torch import nn
 
 from converter.audit import audit
 from converter.conversion import convert, convert_with_report
-from converter.tflite_file import read_tflite
-from converter.verify import INT8_MIN_AGREEMENT, INT8_RTOL, verify
+from formats.metadata import read_metadata, write_tflite
+from formats.tflite import read_tflite
+from runtime.verify import INT8_MIN_AGREEMENT, INT8_RTOL, run_model, verify
 
 
 def lce_ops(flatbuffer: bytes) -> list[str]:
@@ -208,3 +209,25 @@ def test_binary_conv_relu_batchnorm_fuse_into_lce_bconv2d(shared):
     result = verify(onnx_bytes, conversion.flatbuffer, random_inputs((1, 12, 12), count=32, seed=4))
     assert result.passed, result.describe()
     assert result.agreement == 1.0 and result.relative_max_diff < 1e-4
+
+
+def test_deploy_metadata_reaches_every_tflite_and_changes_no_output(fmnist_onnx_path):
+    """The ONNX model's deploy metadata becomes the `edgebnn` buffer of each .tflite (a re-packed
+    flatbuffer); re-packing it again changes no output, bit for bit; verify measures both accuracies."""
+    source = read_metadata(fmnist_onnx_path)
+    assert source.labels and source.normalization and source.input_shape == (1, 28, 28)
+    inputs = random_inputs((1, 28, 28), count=16, seed=9)
+    labels = np.arange(16) % 10
+    reference = run_model(fmnist_onnx_path, inputs)
+    for target in ("lce", "tflite"):
+        flatbuffer = convert(fmnist_onnx_path, target=target)
+        assert read_metadata(flatbuffer) == source
+        again = write_tflite(flatbuffer, source.replace(accuracy=0.5))
+        assert read_metadata(again).accuracy == 0.5
+        logits = run_model(flatbuffer, inputs)
+        np.testing.assert_array_equal(run_model(again, inputs), logits)
+        result = verify(fmnist_onnx_path, again, inputs, labels)
+        assert result.agreement == 1.0, result.describe()
+        assert result.candidate_accuracy == float(np.mean(logits.argmax(1) == labels))
+        assert result.reference_accuracy == float(np.mean(reference.argmax(1) == labels))
+        assert "accuracy" in result.describe()

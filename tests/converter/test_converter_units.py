@@ -15,7 +15,8 @@ from converter.embed import c_identifier, embed_c
 from converter.errors import ConverterError
 from converter.graph import analyze, binary_weight_scales, load_onnx, resolve_input_shape
 from converter.lowering import lce_mistakes_for_same, same_pads
-from converter.tflite_file import read_tflite
+from formats.errors import FormatError
+from formats.tflite import read_tflite
 
 
 def test_same_pads_matches_tensorflow_geometry():
@@ -136,9 +137,9 @@ def test_load_onnx_errors(tmp_path):
 
 
 def test_read_tflite_rejects_non_flatbuffers():
-    with pytest.raises(ConverterError, match="no 'TFL3' identifier"):
+    with pytest.raises(FormatError, match="no 'TFL3' identifier"):
         read_tflite(b"not a model at all")
-    with pytest.raises(ConverterError, match="corrupt or truncated"):
+    with pytest.raises(FormatError, match="corrupt or truncated"):
         read_tflite(b"\x20\x00\x00\x00TFL3" + b"\xff" * 24)
 
 
@@ -157,8 +158,34 @@ def test_embed_c_contents():
 
 def test_readers_do_not_import_tensorflow():
     code = (
-        "import sys, converter, converter.audit, converter.tflite_file, converter.verify, converter.graph;"
+        "import sys, converter, converter.audit, formats.tflite, runtime.verify, converter.graph;"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported';"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _modules(*packages) -> list[str]:
+    import pkgutil
+
+    return sorted(
+        f"{package.__name__}.{info.name}"
+        for package in packages
+        for info in pkgutil.iter_modules(package.__path__)
+        if not info.ispkg and info.name != "__main__"
+    )
+
+
+def test_module_examples_run():
+    """The examples at the top of the converter's and the CLI's modules run (or say why they cannot)."""
+    import doctest
+    import importlib
+
+    import converter
+    import edgebnn
+
+    names = _modules(converter, edgebnn)
+    assert {"converter.conversion", "converter.audit", "edgebnn.cli", "edgebnn.zoo_graph"} <= set(names)
+    for name in names:
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed"

@@ -1,5 +1,7 @@
 """Every zoo model (random weights, small inputs) through trainer.export -> converter: all binary
-convolutions become LceBconv2d and the LCE model matches ONNX Runtime. Also checkpoints in the CLI."""
+convolutions become LceBconv2d and the LCE model matches ONNX Runtime. Also checkpoints in the CLI.
+
+The trainer is imported like any module: if it breaks, these tests fail (they never skip)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,9 @@ from converter_nets import randomize_batchnorm
 
 from converter.audit import audit
 from converter.conversion import convert_with_report
-from converter.verify import verify
 from edgebnn.cli import main
-
-zoo = pytest.importorskip("trainer.zoo")
-export = pytest.importorskip("trainer.export")
+from runtime.verify import verify
+from trainer import export, zoo
 
 # Small inputs keep the ImageNet layouts cheap; every model still has all of its layers.
 INPUT_SIZES = {"fmnist-bnn": 28, "resnet20": 32, "vgg-small": 32}
@@ -27,7 +27,14 @@ def zoo_cases():
         yield pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.parametrize("name", list(zoo_cases()))
+CASES = list(zoo_cases())
+
+
+def test_every_zoo_model_is_a_case():
+    assert len(CASES) == len(zoo.MODELS) and {"fmnist-bnn", "quicknet"} <= set(zoo.MODELS)
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_zoo_model_converts_fully_binary_and_verifies(name):
     torch.manual_seed(0)
     spec = zoo.MODELS[name]

@@ -77,7 +77,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
     np.save(folder / "input_nchw.npy", rng.standard_normal((1, 1, 8, 8)).astype(np.float32))
     np.save(folder / "input_nhwc.npy", rng.standard_normal((1, 8, 8, 1)).astype(np.float32))
-    (folder / f"{MARKER}-broken.onnx").write_bytes(b"this is not an onnx model")
+    # Sniffed as ONNX (it starts like one), so it reaches the device, where the runtime refuses it.
+    (folder / f"{MARKER}-broken.onnx").write_bytes(b"\x08\x07" + b"this is not an onnx model" * 4)
     return {
         "onnx": onnx_path,
         "tflite": tflite_path,

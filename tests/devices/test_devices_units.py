@@ -9,14 +9,15 @@ import pytest
 from devices.check import find_traps, parse_facts
 from devices.emulator import pi_cpuinfo
 from devices.errors import DevicesError
+from devices.lce_benchmark import benchmark_argv, elf_machine, parse_output, parse_profile
 from devices.profiles import load_profile
-from devices.remote import _in_dir, elf_machine, parse_lce_benchmark_output
+from devices.remote import in_dir
 from devices.setup import install_command, platform_tags
 from devices.transport import AdbTransport, SSHTransport, explain_ssh_failure
 
 HOSTILE = "my model; rm -rf ~ 'quoted' \"dq\" $(id).tflite"
 
-# Lines in the format FIELD_NOTES section 4 documents (TFLite benchmark_model + LCE ops), including
+# Lines in the format lce_benchmark_model prints (TFLite benchmark_model + LCE ops), including
 # the two count= lines benchmark_model prints (warmup, then timed runs).
 LCE_OUTPUT = """\
 STARTING!
@@ -37,7 +38,7 @@ Memory footprint delta from the start of the tool (MB): init=6.85938 overall=11.
 
 
 def test_lce_benchmark_output_is_parsed():
-    parsed = parse_lce_benchmark_output(LCE_OUTPUT)
+    parsed = parse_output(LCE_OUTPUT)
     assert parsed["load_ms"] == pytest.approx(27.412)
     assert parsed["first_ms"] == pytest.approx(22.971)
     assert parsed["warmup_mean_ms"] == pytest.approx(21.0264)
@@ -48,9 +49,62 @@ def test_lce_benchmark_output_is_parsed():
 
 def test_lce_benchmark_output_without_timings_is_an_error():
     with pytest.raises(DevicesError, match="unresolved custom op"):
-        parse_lce_benchmark_output(
+        parse_output(
             "ERROR: Encountered unresolved custom op: LceQuantize.\nFailed to construct interpreter\n"
         )
+
+
+# The op profile TFLite's benchmark_model prints with --enable_op_profiling=true (its stats summarizer's
+# "Run Order" table; the initialization table comes first and is not the timed runs).
+LCE_PROFILE = """\
+Profiling Info for Benchmark Initialization:
+============================== Run Order ==============================
+\t             [node type]\t          [first]\t         [avg ms]\t             [%]\t          [cdf%]\t          [mem KB]\t      [times called]\t            [Name]
+\t ModifyGraphWithDelegate\t            0.512\t            0.512\t        100.000%\t        100.000%\t             0.000\t                1\t[ModifyGraphWithDelegate]
+
+Operator-wise Profiling Info for Regular Benchmark Runs:
+============================== Run Order ==============================
+\t             [node type]\t          [first]\t         [avg ms]\t             [%]\t          [cdf%]\t          [mem KB]\t      [times called]\t            [Name]
+\t             LceQuantize\t            0.021\t            0.020\t          1.000%\t          1.000%\t             0.000\t                1\t[model/lce_quantize]
+\t              LceBconv2d\t            1.900\t            1.800\t         90.000%\t         91.000%\t             0.000\t                2\t[model/bconv 1]
+\t                 CONV_2D\t            0.190\t            0.180\t          9.000%\t        100.000%\t             0.000\t                1\t[model/stem]
+
+============================== Top by Computation Time ==============================
+"""
+
+
+def test_lce_benchmark_argv_and_op_profile():
+    argv = benchmark_argv("./lce_benchmark_model", "/t/m 1.tflite", threads=2, runs=10, warmup=1, xnnpack=False,
+                          kernel="reference", input_file=("input", "/t/x.raw"), profile=True)  # fmt: skip
+    assert argv[1:6] == ["--graph=/t/m 1.tflite", "--num_threads=2", "--num_runs=10", "--warmup_runs=1",
+                         "--use_xnnpack=false"]  # fmt: skip
+    assert "--use_reference_bconv=true" in argv and "--input_layer_value_files=input:/t/x.raw" in argv
+    assert "--enable_op_profiling=true" in argv
+    profile = parse_profile(LCE_PROFILE, runs=10)
+    assert [(e["op"], e["node"], e["count"]) for e in profile] == [
+        ("LceBconv2d", "model/bconv 1", 20), ("CONV_2D", "model/stem", 10), ("LceQuantize", "model/lce_quantize", 10),
+    ]  # fmt: skip
+    assert profile[0]["total_us"] == pytest.approx(18000.0) and profile[0]["mean_us"] == pytest.approx(900.0)
+    assert parse_profile(LCE_OUTPUT, runs=10) is None
+
+
+def test_module_examples_run():
+    import doctest
+    import importlib
+    import os
+    import pkgutil
+    from unittest import mock
+
+    import devices
+
+    names = sorted(
+        f"devices.{info.name}" for info in pkgutil.iter_modules(devices.__path__) if not info.ispkg
+    )
+    assert {"devices.bench", "devices.remote", "devices.lce_benchmark", "devices.transport"} <= set(names)
+    for name in names:
+        with mock.patch.dict(os.environ):  # devices.cache's example sets EDGEBNN_CACHE: not for later tests
+            result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed"
 
 
 def test_elf_machine_reads_the_architecture():
@@ -81,7 +135,7 @@ def test_ssh_argv_is_a_list_with_safe_defaults(tmp_path):
 
 @pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/x", "pi@host;reboot", "a b", ""])
 def test_hostile_host_strings_are_refused(host):
-    with pytest.raises(DevicesError, match="--host"):
+    with pytest.raises(DevicesError, match="host must look like"):
         SSHTransport(host)
 
 
@@ -99,7 +153,7 @@ def test_adb_argv_construction():
 
 
 def test_remote_command_quotes_every_word():
-    command = _in_dir(
+    command = in_dir(
         "/tmp/edgebnn-bench.ab", ["python3", "worker.py", HOSTILE], {"EDGEBNN_WORKER_FAULT": "hang"}
     )
     words = shlex.split(command.split("exec ", 1)[1])

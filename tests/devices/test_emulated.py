@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from devices import emulator
+from devices.bench import benchmark
 from devices.errors import DevicesError
-from devices.remote import bench_remote
 from devices.target import open_target
 from devices.transport import SSHTransport
 from edgebnn.cli import main as edgebnn_main
@@ -36,7 +36,7 @@ def _remote_workers(state: dict) -> list[str]:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "devtest" in command and ("worker.py" in command or "lce_benchmark_model" in command):
+        if "devtest" in command and ("runtime.worker" in command or "lce_benchmark_model" in command):
             found.append(command)
     return found
 
@@ -83,8 +83,8 @@ def test_setup_then_bench_matches_the_host(emulated_pi, tiny_models, host_output
 
     cases = [("onnx", "onnxruntime", "input_nchw"), ("tflite", "litert", "input_nhwc")]
     for kind, runtime, input_key in cases:
-        records = bench_remote([tiny_models[kind]], device="rpi4", host="emulator", runtime=runtime, threads=[1],
-                               runs=5, warmup=1, input=str(tiny_models[input_key]), output_dir=tmp_path)  # fmt: skip
+        records = benchmark([tiny_models[kind]], device="rpi4", host="emulator", runtime=runtime, threads=[1],
+                            runs=5, warmup=1, input=str(tiny_models[input_key]), output_dir=tmp_path).results  # fmt: skip
         (record,) = records
         assert record["status"] == "ok", record["error"]
         assert record["emulated"] is True and record["device"] == "rpi4" and record["runtime"] == runtime
@@ -113,8 +113,8 @@ def test_hostile_file_names_travel_safely_and_a_broken_model_fails_alone(emulate
     assert (tmp_path / "back.onnx").read_bytes() == tiny_models["hostile"].read_bytes()
 
     # Several models in one run: a broken one gives an "error" record and the others still run.
-    records = bench_remote([tiny_models["broken"], tiny_models["hostile"]], device="rpi4", host="emulator",
-                           runtime="onnxruntime", runs=2, warmup=0)  # fmt: skip
+    records = benchmark([tiny_models["broken"], tiny_models["hostile"]], device="rpi4", host="emulator",
+                        runtime="onnxruntime", runs=2, warmup=0).results  # fmt: skip
     assert [record["status"] for record in records] == ["error", "ok"], records[1]["error"]
     assert records[0]["error"]
     assert (
@@ -128,16 +128,16 @@ def test_hostile_file_names_travel_safely_and_a_broken_model_fails_alone(emulate
 
 
 def test_a_hanging_worker_times_out_and_is_killed(emulated_pi, tiny_models):
-    (record,) = bench_remote([tiny_models["onnx"]], device="rpi4", host="emulator", runtime="onnxruntime",
-                             runs=2, warmup=0, timeout_s=10, worker_env={"EDGEBNN_WORKER_FAULT": "hang"})  # fmt: skip
+    (record,) = benchmark([tiny_models["onnx"]], device="rpi4", host="emulator", runtime="onnxruntime",
+                          runs=2, warmup=0, timeout_s=10, worker_env={"EDGEBNN_WORKER_FAULT": "hang"}).results  # fmt: skip
     assert record["status"] == "timeout" and "killed" in record["error"]
     assert _leftovers(emulated_pi) == ([], [])
 
 
 def test_ctrl_c_stops_the_remote_process_and_cleans_up(emulated_pi, tiny_models):
     script = (
-        "import sys; from devices.remote import bench_remote\n"
-        "bench_remote([sys.argv[1]], device='rpi4', host='emulator', runtime='onnxruntime', runs=2, warmup=0,\n"
+        "import sys; from devices.bench import benchmark\n"
+        "benchmark([sys.argv[1]], device='rpi4', host='emulator', runtime='onnxruntime', runs=2, warmup=0,\n"
         "             worker_env={'EDGEBNN_WORKER_FAULT': 'hang'})\n"
     )
     child = subprocess.Popen([sys.executable, "-c", script, str(tiny_models["onnx"])], stderr=subprocess.PIPE)
@@ -169,15 +169,15 @@ def test_lce_benchmark_model_double_is_pushed_run_and_parsed(emulated_pi, tiny_m
         "echo 'Inference timings in us: Init: 27412, First inference: 22971, Warmup (avg): 21026.4, Inference (avg): 20810.9'\n"
         "echo 'Memory footprint delta from the start of the tool (MB): init=6.85938 overall=11.2227'\n"
     )
-    (record,) = bench_remote([tiny_models["tflite"]], device="rpi4", host="emulator", runtime="lce", threads=[2],
-                             lce_kernel="indirect", lce_benchmark_binary=fake)  # fmt: skip
+    (record,) = benchmark([tiny_models["tflite"]], device="rpi4", host="emulator", runtime="lce", threads=[2],
+                          lce_kernel="indirect", lce_benchmark_binary=fake).results  # fmt: skip
     assert record["status"] == "ok", record["error"]
     assert record["runtime"] == "lce_benchmark_model" and record["kernel"] == "indirect"
     assert record["mean_ms"] == pytest.approx(20.8109) and record["first_ms"] == pytest.approx(22.971)
     assert record["peak_rss_mb"] > 0 and record["emulated"] is True
     with pytest.raises(DevicesError, match="built for x86_64, but the device is aarch64"):
-        bench_remote([tiny_models["tflite"]], device="rpi4", host="emulator", runtime="lce",
-                     lce_benchmark_binary=sys.executable)  # fmt: skip
+        benchmark([tiny_models["tflite"]], device="rpi4", host="emulator", runtime="lce",
+                  lce_benchmark_binary=sys.executable)  # fmt: skip
 
 
 def test_remote_disk_full_is_reported(emulated_pi, tiny_models, tmp_path):
@@ -188,8 +188,8 @@ def test_remote_disk_full_is_reported(emulated_pi, tiny_models, tmp_path):
         profile = tmp_path / "tinypi.toml"
         profile.write_text('name = "tinypi"\narchitecture = "aarch64"\nremote_tmp = "/mnt/edgebnn-tiny"\n')
         with pytest.raises(DevicesError, match="disk full"):
-            bench_remote([tiny_models["onnx"]], device="tinypi", device_file=str(profile), host="emulator",
-                         runtime="onnxruntime")  # fmt: skip
+            benchmark([tiny_models["onnx"]], device="tinypi", device_file=str(profile), host="emulator",
+                      runtime="onnxruntime")  # fmt: skip
         assert list(tiny.iterdir()) == []  # the half-copied folder was removed
     finally:
         subprocess.run(["umount", str(tiny)], check=False)

@@ -1,21 +1,21 @@
-"""runtime.bench and ``edgebnn bench``: fresh workers, interleaved rounds, ratios, reports, failures."""
+"""The benchmark on this host (``devices.bench``, the local target) and ``edgebnn bench``: fresh
+workers, interleaved rounds, ratios, records, reports, accuracy, failures."""
 
 from __future__ import annotations
 
 import io
 import json
 import struct
-import sys
-import types
 
 import numpy as np
 import pytest
 
+from devices.bench import benchmark
 from edgebnn.cli import main
-from runtime import report as report_module
-from runtime.bench import benchmark, merge_rounds
+from formats.errors import FormatError
+from formats.metadata import DeployMetadata, read_metadata, write_tflite
 from runtime.errors import BenchError
-from runtime.metadata import model_accuracy
+from runtime.record import merge_rounds, validate
 from runtime.report import BenchReport
 
 
@@ -36,7 +36,7 @@ def three_models(models):
 
 def test_report_is_schema_valid_and_complete(three_models, models):
     document = three_models.to_dict()
-    report_module.validate(document)
+    validate(document)
     results = document["results"]
     assert [(r["model_name"], r["runtime"], r["kernel"]) for r in results] == [
         ("tiny_bnn", "lce", "default"),
@@ -77,13 +77,19 @@ def test_table_names_every_configuration(three_models):
     assert f"{three_models.results[2]['ratio']:.2f}" in float_row
 
 
-def test_accuracy_from_onnx_metadata_and_sidecar(three_models, models, tmp_path):
+def test_accuracy_from_deploy_metadata_or_the_argument_never_a_side_file(three_models, models, tmp_path):
     accuracies = {r["model_name"]: r["accuracy"] for r in three_models.results}
-    assert accuracies == {"tiny_bnn": None, "tiny_float": None, "tiny_cnn": 0.5}
-    copy = tmp_path / "fmnist-bnn.tflite"
-    copy.write_bytes(models["binary"].read_bytes())
-    (tmp_path / "fmnist-bnn.json").write_text(json.dumps({"accuracy": 0.915}))
-    assert model_accuracy(copy) == 0.915
+    assert accuracies == {"tiny_bnn": None, "tiny_float": None, "tiny_cnn": 0.5}  # ONNX metadata_props
+    tagged = tmp_path / "fmnist-bnn.tflite"  # the .tflite `edgebnn` metadata buffer
+    tagged.write_bytes(write_tflite(models["binary"].read_bytes(), DeployMetadata(accuracy=0.915)))
+    assert read_metadata(tagged).accuracy == 0.915
+    plain = tmp_path / "plain.tflite"
+    plain.write_bytes(models["float"].read_bytes())
+    (tmp_path / "plain.json").write_text(json.dumps({"accuracy": 0.7}))  # e.g. a --embed c manifest
+    report = benchmark([tagged, plain], runs=2, warmup=0, rounds=1)
+    assert [r["accuracy"] for r in report.results] == [0.915, None]
+    given = benchmark([tagged, plain], runs=2, warmup=0, rounds=1, accuracy={str(plain): 0.8, tagged: 0.9})
+    assert [r["accuracy"] for r in given.results] == [0.9, 0.8]
 
 
 def test_json_and_plot_written(three_models, tmp_path):
@@ -107,7 +113,7 @@ def test_invalid_report_is_refused(three_models, tmp_path):
     broken = three_models.to_dict()
     broken["results"][0]["status"] = "fine"
     with pytest.raises(BenchError, match="schema.json at results/0/status"):
-        report_module.validate(broken)
+        validate(broken)
 
 
 def test_failing_worker_is_reported_and_others_still_measured(models, tmp_path):
@@ -119,7 +125,7 @@ def test_failing_worker_is_reported_and_others_still_measured(models, tmp_path):
     assert "ONNX Runtime could not load the model" in result.results[1]["error"]
     assert result.results[1]["rounds"] == 1  # not retried after it failed
     assert any("bad" in w and "error" in w for w in result.warnings)
-    report_module.validate(result.to_dict())
+    validate(result.to_dict())
 
 
 def test_merge_rounds_pools_latencies():
@@ -137,7 +143,7 @@ def test_merge_rounds_pools_latencies():
     [
         ({"runtime": "tvm"}, "unknown runtime 'tvm'"),
         ({"threads": (1, 0)}, "threads must be integers >= 1"),
-        ({"runs": 0}, "--runs must be >= 1"),
+        ({"runs": 0}, "runs must be >= 1"),
         ({"lce_kernel": "turbo"}, "unknown LCE kernel"),
         ({"runtime": "litert"}, "this model needs the LCE runtime"),
     ],
@@ -166,6 +172,10 @@ def test_cli_bad_threads_and_files(models, tmp_path, capsys):
     assert "is not a model file" in capsys.readouterr().err
     assert main(["bench", str(models["onnx"]), "--host", "pi@10.0.0.2"]) == 2
     assert "add --device NAME" in capsys.readouterr().err
+    assert main(["bench", str(models["onnx"]), "--runs", "0"]) == 2  # the library's parameter, as a flag
+    assert "--runs must be >= 1" in capsys.readouterr().err
+    assert main(["bench", str(models["onnx"]), "--timeout", "0"]) == 2
+    assert "--timeout must be positive" in capsys.readouterr().err
 
 
 def test_cli_writes_table_json_and_plot(models, tmp_path, capsys):
@@ -176,27 +186,36 @@ def test_cli_writes_table_json_and_plot(models, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tiny_cnn" in out and "onnxruntime" in out and "per-op profile" in out
     document = json.loads(out_json.read_text())
-    report_module.validate(document)
+    validate(document)
     assert [r["threads"] for r in document["results"]] == [1, 2]
     png_size(out_png)
 
 
-def test_cli_dispatches_device_to_devices_remote(models, monkeypatch, capsys, tmp_path):
-    """--device NAME goes to devices.remote.bench_remote (the devices stage); here a stand-in records the call."""
+def test_cli_passes_device_and_options_to_the_one_benchmark(models, monkeypatch, capsys, tmp_path):
+    """--device NAME reaches devices.bench.benchmark with every option (the emulated Pi runs it for real in
+    tests/devices/test_emulated.py); here a stand-in records the call and answers like a device."""
+    import devices.bench
+    from devices.bench import remote_system
+    from runtime.worker import system_facts
+
     calls = []
     template = json.loads(json.dumps(benchmark([models["onnx"]], runs=3, warmup=0).results[0]))
 
-    def bench_remote(models_, **options):
+    def stand_in(models_, **options):
         calls.append((models_, options))
-        return [template | {"device": options["device"], "emulated": True}]
+        records = [template | {"device": options["device"], "emulated": True}]
+        return BenchReport(remote_system(records, options["device"], system_facts()), records)
 
-    monkeypatch.setitem(sys.modules, "devices.remote", types.SimpleNamespace(bench_remote=bench_remote))
+    monkeypatch.setattr(devices.bench, "benchmark", stand_in)
     out_json = tmp_path / "remote.json"
     code = main(["bench", str(models["onnx"]), "--device", "rpi4", "--host", "pi@10.0.0.2", "--runs", "5",
                  "--json", str(out_json)])  # fmt: skip
     assert code == 0
     ((models_, options),) = calls
     assert models_ == [str(models["onnx"])] and options["host"] == "pi@10.0.0.2" and options["runs"] == 5
+    assert (
+        options["rounds"] is None and options["timeout_s"] == 300.0 and options["lce_kernel"] == ("default",)
+    )
     document = json.loads(out_json.read_text())
     assert document["results"][0]["device"] == "rpi4" and document["results"][0]["emulated"] is True
     assert "EMULATED" in capsys.readouterr().out  # the table says that wall times are not real speed
@@ -204,7 +223,7 @@ def test_cli_dispatches_device_to_devices_remote(models, monkeypatch, capsys, tm
 
 
 def test_remote_system_comes_from_device_facts():
-    from runtime.cli import remote_system
+    from devices.bench import remote_system
     from runtime.worker import system_facts
 
     facts = {"architecture": "aarch64", "os_bits": 64, "cores": 4, "glibc": "2.36", "python": "3.11.2",
@@ -215,7 +234,7 @@ def test_remote_system_comes_from_device_facts():
     system = remote_system(records, "rpi4", system_facts())
     assert system["cpu_model"] == "Raspberry Pi 4 Model B Rev 1.5" and system["architecture"] == "aarch64"
     assert system["engines"] == {"onnxruntime": "1.31.1"} and system["cores"] == 4
-    report_module.validate({"schema": "edgebnn-bench/1", "system": system, "results": []})
+    validate({"schema": "edgebnn-bench/1", "system": system, "results": []})
 
 
 def test_cli_exit_1_when_a_worker_fails_and_the_report_still_written(models, tmp_path, capsys):
@@ -226,3 +245,25 @@ def test_cli_exit_1_when_a_worker_fails_and_the_report_still_written(models, tmp
     statuses = [r["status"] for r in json.loads(out_json.read_text())["results"]]
     assert statuses == ["ok", "error"]
     assert "could not load the model" in capsys.readouterr().out
+
+
+def test_input_and_kept_output_on_this_host(models, tmp_path):
+    """``input`` (an array or a .npy file) reaches every worker; ``output_dir`` keeps each model's answer."""
+    from runtime.engines import load_engine
+
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    report = benchmark([models["onnx"]], runs=2, warmup=0, input=x, output_dir=tmp_path)
+    (result,) = report.results
+    assert result["status"] == "ok" and result["input_shape"] == [1, 3, 16, 16]
+    assert result["output_npy"] == str(tmp_path / "tiny_cnn.onnxruntime.npy")
+    np.testing.assert_allclose(
+        np.load(result["output_npy"]), load_engine(models["onnx"]).predict(x), rtol=1e-6
+    )
+    assert report.settings["input"] == "array"
+    np.save(tmp_path / "x.npy", x)
+    again = benchmark([models["onnx"]], runs=2, warmup=0, input=tmp_path / "x.npy")
+    assert again.results[0]["input_shape"] == [1, 3, 16, 16] and again.settings["input"] == "file"
+    with pytest.raises(BenchError, match="input file not found"):
+        benchmark([models["onnx"]], input=tmp_path / "missing.npy")
+    with pytest.raises(FormatError, match="does not exist"):  # formats.files: the folder must exist
+        benchmark([models["onnx"]], output_dir=tmp_path / "missing")

@@ -1,7 +1,8 @@
-"""runtime/worker.py: one fresh process, one JSON record; statistics; failure records."""
+"""runtime/worker.py: one fresh process, one JSON record; statistics; failure records; the files it ships with."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import engines, report, worker
-from runtime.bench import run_worker
+from devices.bench import benchmark
+from runtime import engines, worker
+from runtime.record import summarize, validate
 
-WORKER = [sys.executable, str(worker.__file__)]
+WORKER = [sys.executable, "-m", "runtime.worker"]
 
 
 def run(*args: str, env: dict | None = None) -> tuple[int, dict]:
@@ -25,17 +27,17 @@ def run(*args: str, env: dict | None = None) -> tuple[int, dict]:
 
 def assert_valid(records: list[dict]) -> None:
     system = worker.system_facts() | {"device": "host", "emulated": False}
-    report.validate({"schema": "edgebnn-bench/1", "system": system, "results": records})
+    validate({"schema": "edgebnn-bench/1", "system": system, "results": records})
 
 
 def test_summarize_matches_definitions():
-    stats = worker.summarize([4.0, 1.0, 3.0, 2.0, 10.0])
+    stats = summarize([4.0, 1.0, 3.0, 2.0, 10.0])
     assert stats["min_ms"] == 1.0 and stats["median_ms"] == 3.0 and stats["mean_ms"] == 4.0
     assert stats["p90_ms"] == pytest.approx(7.6)  # linear interpolation between 4 and 10
     assert stats["std_ms"] == pytest.approx(np.std([4, 1, 3, 2, 10], ddof=1))
     assert stats["cv"] == pytest.approx(stats["std_ms"] / 4.0)
     assert stats["throughput_ips"] == pytest.approx(250.0)
-    assert worker.summarize([2.0], batch=8)["throughput_ips"] == pytest.approx(4000.0)
+    assert summarize([2.0], batch=8)["throughput_ips"] == pytest.approx(4000.0)
 
 
 def test_lce_worker_measures_without_tensorflow(models):
@@ -111,42 +113,72 @@ def test_system_facts():
 
 def test_crash_becomes_error_record(models, monkeypatch):
     monkeypatch.setenv(worker.FAULT_ENV, "crash")
-    config = {"model": str(models["float"]), "runtime": "litert", "threads": 1, "kernel": None}
-    record = run_worker(config, runs=5, warmup=1, xnnpack=True, input_path=None, timeout_s=60, profile=False)
-    assert record["status"] == "error" and "SIGABRT" in record["error"]
-    assert_valid([record])
+    (result,) = benchmark(models["float"], runtime="litert", runs=5, warmup=1, timeout_s=60).results
+    assert result["status"] == "error" and "SIGABRT" in result["error"]
+    assert_valid([result])
 
 
 def test_hang_becomes_timeout_record(models, monkeypatch):
     monkeypatch.setenv(worker.FAULT_ENV, "hang")
-    config = {"model": str(models["onnx"]), "runtime": "onnxruntime", "threads": 1, "kernel": None}
-    record = run_worker(config, runs=5, warmup=1, xnnpack=True, input_path=None, timeout_s=3, profile=False)
-    assert record["status"] == "timeout" and "3 s" in record["error"]
-    assert record["median_ms"] is None
-    assert_valid([record])
+    (result,) = benchmark(models["onnx"], runtime="onnxruntime", runs=5, warmup=1, timeout_s=3).results
+    assert result["status"] == "timeout" and "3 s" in result["error"]
+    assert result["median_ms"] is None
+    assert_valid([result])
+
+
+def _edgebnn_imports(module_path: Path, root: Path) -> set[str]:
+    """The files of ``runtime``/``formats`` that a module imports, at any depth of the module."""
+    found = set()
+    for node in ast.walk(ast.parse(module_path.read_text())):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            for candidate in (
+                root / (name.replace(".", "/") + ".py"),
+                root / name.replace(".", "/") / "__init__.py",
+            ):
+                if candidate.is_file() and name.split(".")[0] in ("runtime", "formats"):
+                    found.add(str(candidate.relative_to(root)))
+    return found
+
+
+def test_worker_files_are_what_the_worker_imports():
+    root = worker.package_root()
+    needed, todo = set(), ["runtime/worker.py"]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            package = str(Path(name).parent / "__init__.py")
+            todo += [package, *_edgebnn_imports(root / name, root)]
+    assert set(worker.WORKER_FILES) == needed
 
 
 def test_worker_runs_standalone_on_a_device(models, tmp_path):
-    """What the devices stage does: copy worker.py + engines.py into one folder, run without edgebnn."""
+    """What the devices stage does: copy WORKER_FILES into one folder, run `python -m runtime.worker` there."""
     folder = tmp_path / "device"
-    folder.mkdir()
-    for name in ("worker.py", "engines.py"):
-        shutil.copy(Path(worker.__file__).with_name(name), folder / name)
-    # -I keeps the current folder off sys.path; the finder below hides the (editable-installed) edgebnn stages.
+    for name, path in worker.worker_files().items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / name)
+    # -I keeps the installed edgebnn's paths away; the finder below also hides the other stages, and the
+    # record says where the runtime came from.
     code = (
-        "import sys, importlib.abc\n"
+        "import sys, runpy, importlib.abc\n"
         "class Block(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] in ('runtime', 'edgebnn', 'trainer', 'converter', 'devices'):\n"
+        "        if name.split('.')[0] in ('edgebnn', 'trainer', 'converter', 'devices'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        f"sys.path.insert(0, {str(folder)!r}); sys.argv = ['worker.py', {str(models['onnx'])!r}, '--runs', '4', '--runtime', 'litert']\n"
-        "import worker; sys.exit(worker.main())\n"
+        f"sys.path.insert(0, {str(folder)!r}); sys.argv = ['worker', {str(models['onnx'])!r}, '--runs', '4', '--runtime', 'litert']\n"
+        "import runtime.engines; print('from', runtime.engines.__file__, file=sys.stderr)\n"
+        "runpy.run_module('runtime.worker', run_name='__main__')\n"
     )
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
-    record = json.loads(done.stdout.strip().splitlines()[-1])
-    assert done.returncode == 2 and "is an ONNX model" in record["error"]  # the fallback BenchError works
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert f"from {folder}" in done.stderr
+    assert done.returncode == 2 and "is an ONNX model" in result["error"]  # its BenchError works there
     code = code.replace("'--runtime', 'litert'", "'--runtime', 'onnxruntime'")
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
-    record = json.loads(done.stdout.strip().splitlines()[-1])
-    assert done.returncode == 0 and record["status"] == "ok" and len(record["latencies_ms"]) == 4
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and result["status"] == "ok" and len(result["latencies_ms"]) == 4

@@ -19,6 +19,7 @@ from trainer.data import (
     channel_statistics,
     load_dataset,
     normalize,
+    normalized_split,
     read_idx,
     train_val_split,
 )
@@ -180,6 +181,39 @@ def test_normalize_uses_recorded_statistics() -> None:
     normalised = normalize(images, mean, std)
     assert torch.allclose(normalised.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(normalised.transpose(0, 1).reshape(3, -1).std(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_normalized_split_numbers_dtypes_and_counts(tmp_path: Path) -> None:
+    _, _, test_images, test_labels = write_fashion_folder(tmp_path, compress=False)
+    dataset = load_dataset("fashion-mnist", data_dir=str(tmp_path))
+    images, labels = normalized_split("fashion-mnist", str(tmp_path), "test", count=3)
+    assert images.dtype == np.float32 and images.shape == (3, 1, 28, 28) and images.flags.c_contiguous
+    assert labels.dtype == np.int64 and labels.tolist() == test_labels[:3].tolist()
+    # the dataset's own statistics by default: (x / 255 - mean) / std, exactly normalize()'s numbers
+    expected = (test_images[:3, None].astype(np.float32) / 255.0 - np.float32(dataset.mean[0])) / np.float32(
+        dataset.std[0]
+    )
+    np.testing.assert_allclose(images, expected, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(images, normalize(dataset.test_x[:3], dataset.mean, dataset.std).numpy())
+    # a model's recorded normalisation instead, the training split, and all of it
+    recorded, _ = normalized_split("fashion-mnist", str(tmp_path), "train", 2, mean=(0.5,), std=(0.25,))
+    assert np.array_equal(recorded, normalize(dataset.train_x[:2], (0.5,), (0.25,)).numpy())
+    everything, all_labels = normalized_split("fashion-mnist", str(tmp_path), "train")
+    assert everything.shape[0] == len(all_labels) == 12
+    assert normalized_split("fashion-mnist", str(tmp_path), "test", count=100)[0].shape[0] == 5
+
+
+@pytest.mark.parametrize("count", [0, -1, 2.5])
+def test_normalized_split_rejects_a_bad_count(count) -> None:
+    with pytest.raises(data.TrainerError, match="count must be a positive"):
+        normalized_split("synthetic", None, "test", count=count)
+
+
+def test_normalized_split_rejects_a_bad_split_or_half_statistics() -> None:
+    with pytest.raises(data.TrainerError, match="split must be one of train, test"):
+        normalized_split("synthetic", None, "validation", count=2)
+    with pytest.raises(data.TrainerError, match="mean and std"):
+        normalized_split("synthetic", None, "test", count=2, mean=(0.5,))
 
 
 def test_module_docstring_example_runs() -> None:

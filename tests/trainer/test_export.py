@@ -23,8 +23,7 @@ from trainer.checkpoint import (
 )
 from trainer.errors import TrainerError
 from trainer.export import check_onnxruntime, export_onnx
-from trainer.layers import binary_layers
-from trainer.lns import aux_loss
+from trainer.layers import aux_loss, binary_layers
 from trainer.zoo import create_model
 
 DATA = {
@@ -189,6 +188,7 @@ def checkpoint_path(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     model = trained_a_little(create_model("fmnist-bnn", width=32), [1, 28, 28], steps=1)
     path = tmp_path / "run" / "model.pt"
+    path.parent.mkdir()  # atomic writes never create folders
     save_checkpoint(
         path,
         new_checkpoint(
@@ -269,6 +269,11 @@ def test_load_state_strict_names_the_first_mismatch() -> None:
 
 def test_cli_export_writes_a_verified_onnx_file(checkpoint_path: Path, capsys) -> None:
     out = checkpoint_path.parent / "deploy" / "model.onnx"
+    # A missing output folder is refused before any work (never created): one clear line, exit 2.
+    assert main(["export", str(checkpoint_path), "-o", str(out)]) == 2
+    assert f"folder {out.parent} does not exist" in capsys.readouterr().err
+    assert not out.parent.exists()
+    out.parent.mkdir()
     assert main(["export", str(checkpoint_path), "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     proto = onnx.load(out)

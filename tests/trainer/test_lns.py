@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.binarizers import channel_scale, sign
 from trainer.errors import TrainerError
-from trainer.layers import BinaryConv2d
-from trainer.lns import LNSWeightBinarizer, aux_loss, corrected_loss, mapping_parameters
+from trainer.layers import BinaryConv2d, aux_loss, binarizer_parameters
+from trainer.lns import LNSWeightBinarizer, corrected_loss
+from trainer.quantizers import channel_scale, sign
 from trainer.zoo import create_model
 
 
@@ -60,11 +60,11 @@ def test_alpha_zero_gives_no_auxiliary_gradient() -> None:
     conv = lns_conv(alpha=0.0)
     conv(torch.randn(2, 8, 5, 5))
     aux_loss(conv).backward()
-    assert all(p.grad is None or not p.grad.any() for p in mapping_parameters(conv))
+    assert all(p.grad is None or not p.grad.any() for p in binarizer_parameters(conv))
     assert conv.weight.grad is None or not conv.weight.grad.any()
     conv_on = lns_conv(alpha=1.0)
     aux_loss(conv_on).backward()
-    assert any(p.grad is not None and p.grad.any() for p in mapping_parameters(conv_on))
+    assert any(p.grad is not None and p.grad.any() for p in binarizer_parameters(conv_on))
 
 
 def test_aux_loss_matches_formula_and_is_weighted_by_alpha() -> None:
@@ -87,8 +87,8 @@ def test_cross_entropy_gradient_reaches_mapping_through_ste() -> None:
     conv = lns_conv()
     x = torch.randn(4, 8, 5, 5)
     F.mse_loss(conv(x), torch.randn(4, 16, 5, 5)).backward()
-    assert all(p.grad is not None for p in mapping_parameters(conv))
-    assert any(p.grad.any() for p in mapping_parameters(conv))
+    assert all(p.grad is not None for p in binarizer_parameters(conv))
+    assert any(p.grad.any() for p in binarizer_parameters(conv))
 
 
 def test_cached_mapping_output_is_reused_only_while_weights_are_unchanged() -> None:
@@ -119,9 +119,9 @@ def test_mapping_network_shape_and_width() -> None:
 
 def test_model_level_helpers() -> None:
     plain = create_model("fmnist-bnn", width=32)
-    assert aux_loss(plain).item() == 0.0 and mapping_parameters(plain) == []
+    assert aux_loss(plain).item() == 0.0 and binarizer_parameters(plain) == []
     lns = create_model("fmnist-bnn", width=32, weight_binarizer="lns")
-    mapping = mapping_parameters(lns)
+    mapping = binarizer_parameters(lns)
     assert len(mapping) == 3 * 8  # 3 binary layers x (3 conv weights + 1 conv bias + 2 x BN affine)
     lns(torch.randn(2, 1, 28, 28))
     assert aux_loss(lns).ndim == 0 and aux_loss(lns).item() != 0.0
@@ -142,3 +142,22 @@ def test_model_with_cached_mapping_can_be_deep_copied() -> None:
     twin = copy.deepcopy(conv)
     assert twin.weight_binarizer._cached is None and conv.weight_binarizer._cached is not None
     assert torch.equal(twin.binary_weight(), conv.binary_weight())
+
+
+def test_aux_reduction_mean_is_the_sum_over_the_weight_count() -> None:
+    summed, averaged = lns_conv(alpha=2.0), lns_conv(alpha=2.0, reduction="mean")
+    averaged.load_state_dict(summed.state_dict())
+    assert torch.allclose(aux_loss(averaged) * summed.weight.numel(), aux_loss(summed))
+    assert averaged.weight_binarizer.reduction == "mean" and "reduction=mean" in repr(averaged)
+    with pytest.raises(TrainerError, match="reduction must be one of sum, mean"):
+        lns_conv(reduction="median")
+
+
+def test_warmup_loss_is_the_alpha_free_corrected_loss_of_the_mapping_only() -> None:
+    conv = lns_conv(alpha=0.0, rho=0.01)
+    loss = conv.weight_binarizer.warmup_loss(conv.weight)
+    expected = corrected_loss(conv.weight_binarizer.mapping(conv.weight), sign(conv.weight), 0.01, 0.01)
+    assert torch.allclose(loss, expected) and loss.item() != 0.0  # alpha does not scale it
+    loss.backward()
+    assert conv.weight.grad is None  # the latent weight is only the mapping's input
+    assert all(p.grad is not None for p in binarizer_parameters(conv))

@@ -109,8 +109,10 @@ def test_metrics_curves_and_checkpoints_are_well_formed(reference):
         assert row["phase"] == "joint"
         assert math.isclose(row["loss"], row["ce"] + row["aux"], rel_tol=1e-6)
         assert row["aux"] != 0  # LNS: the noisy-supervision loss is part of the total
-        for key in ("train_acc", "val_acc", "test_acc", "flip_rate"):
+        for key in ("train_acc", "val_acc", "flip_rate"):
             assert 0.0 <= row[key] <= 1.0
+        # The test set is scored once, for the best-validation weights (best.pt), not every epoch.
+        assert row["test_acc"] is None
         assert row["images_per_s"] > 0 and row["epoch_time_s"] > 0 and row["lr"] > 0
     assert rows[0]["flip_rate"] > 0  # Adam at lr 1e-3 flips some bits in the first epoch
     assert rows[1]["lr"] < rows[0]["lr"]  # cosine schedule
@@ -123,6 +125,8 @@ def test_metrics_curves_and_checkpoints_are_well_formed(reference):
     best, last = load_checkpoint(reference / "best.pt"), load_checkpoint(reference / "last.pt")
     best_epoch = max(rows, key=lambda row: row["val_acc"])["epoch"]
     assert best["epoch"] == best_epoch and best["metrics"]["val_acc"] == rows[best_epoch - 1]["val_acc"]
+    assert 0.0 <= best["metrics"]["test_acc"] <= 1.0
+    assert last["best"]["test_acc"] == best["metrics"]["test_acc"] == last["metrics"]["best_test_acc"]
     assert last["model"]["config"]["width"] == 8 and last["binarizer"]["name"] == "lns"
     assert last["data"]["name"] == "synthetic" and last["data"]["input_shape"] == [1, 28, 28]
     assert not list(reference.glob(".*"))  # no temporary files left behind
@@ -277,3 +281,41 @@ def test_without_a_validation_split_best_is_the_last_epoch(tmp_path):
     assert [row["val_acc"] for row in rows] == [None, None]
     assert result.best_epoch == 2 and result.best_val_acc is None
     assert load_checkpoint(result.best_checkpoint)["epoch"] == 2
+
+
+def test_the_test_set_scores_only_the_best_validation_weights(tmp_path, monkeypatch):
+    import trainer.train as loop
+    from trainer.checkpoint import model_from_checkpoint
+    from trainer.data import load_dataset
+    from trainer.evaluate import accuracy
+
+    scored = []  # sizes of the image sets each per-epoch evaluation saw
+    monkeypatch.setattr(loop, "accuracy", lambda model, images, *args: scored.append(len(images)) or 0.5)
+    tested = []
+    real = loop.accuracy_of_weights
+    monkeypatch.setattr(loop, "accuracy_of_weights", lambda *args: tested.append(len(args[2])) or real(*args))
+    result = train(tiny_run(tmp_path, epochs=3))
+    assert scored == [100, 100, 100]  # validation only, every epoch
+    assert tested == [len(load_dataset("synthetic").test_x)]  # the test set, once
+
+    best = load_checkpoint(result.best_checkpoint)
+    assert result.best_epoch == best["epoch"] == 1  # the patched validation ties: the first stays best
+    dataset = load_dataset("synthetic")
+    expected = accuracy(model_from_checkpoint(best), dataset.test_x, dataset.test_y, dataset.mean, dataset.std)
+    assert result.best_test_acc == best["metrics"]["test_acc"] == expected  # the best weights, not the last
+    assert [row["test_acc"] for row in result.history] == [None, None, None]
+    assert result.final["epoch"] == 3 and result.final["test_acc"] is None  # the last epoch is not the best
+    last = load_checkpoint(result.last_checkpoint)
+    assert last["best"]["test_acc"] == expected and last["metrics"]["best_test_acc"] == expected
+    assert "test_acc" not in last["metrics"] or last["metrics"]["test_acc"] is None
+
+    # resuming a finished run does nothing and keeps the record
+    again = train(tiny_run(tmp_path, epochs=3, resume=True))
+    assert again.best_test_acc == expected and len(tested) == 1
+
+
+def test_without_a_validation_split_the_last_epoch_is_tested(tmp_path):
+    result = train(tiny_run(tmp_path, val_size=0, epochs=2))
+    assert result.best_epoch == 2 and result.best_test_acc is not None
+    assert result.final["test_acc"] == result.best_test_acc
+    assert load_checkpoint(result.best_checkpoint)["metrics"]["test_acc"] == result.best_test_acc
