@@ -44,6 +44,7 @@ case "${1:-}" in
   # The emulated-Pi tests: qemu-user (aarch64/armhf under binfmt), a Debian rootfs built with
   # debootstrap, a real OpenSSH client and (inside the chroot, from the rootfs) server, and `ip`.
   test) install_packages dataset-fashion-mnist qemu-user-static binfmt-support debootstrap \
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
           openssh-client openssh-server iproute2 ;;
   *) echo "usage: $0 compiler|data|test" >&2; exit 2 ;;
 esac
