@@ -12,8 +12,12 @@ NHWC (``channels_last``) layout unless the case says ``contiguous``. Cases, time
 
 FLOPs of a step: ``2 x 3 x forward MACs x batch`` (forward, and a backward of about twice the
 forward), plus ``2 x`` the teacher's forward MACs x batch, plus the LNS mapping networks (their
-forward on the latent weights, times 3). The machine's rate is ``torch.mm`` of two 2048 x 2048
-fp32 matrices at the same thread count; ``% GEMM`` is the step's FLOP rate over it.
+forward on the latent weights, times 3), all counted as direct convolutions. The machine's rate is
+``torch.mm`` of two 2048 x 2048 fp32 matrices (MKL) at the same thread count, timed in the same
+rounds as the steps; ``% GEMM`` is the step's FLOP rate over it. A second reference is the same
+GEMM run as a 1x1 convolution (oneDNN, the library the training convs use): on this AMD host MKL's
+``torch.mm`` did not gain from a second thread while oneDNN did. oneDNN may compute 3x3 convs with
+Winograd (fewer multiplications than counted), so a step can exceed 100% of the GEMM rate.
 
     .venv/bin/python benchmarks/train_throughput.py                        # fmnist-bnn, 1 and 2 threads
     .venv/bin/python benchmarks/train_throughput.py --width 32 --stem-pool --threads 2 --rounds 10
@@ -44,19 +48,24 @@ CASES = ("ste", "lns", "fp", "ste+kd", "lns+kd", "ste contiguous", "lns contiguo
 GEMM_SIZE = 2048
 
 
-def gemm_gflops(threads: int, repeats: int = 10) -> float:
-    """The fp32 matrix-multiply rate of this machine at ``threads`` threads (median of ``repeats``)."""
-    torch.set_num_threads(threads)
+def gemm_steps():
+    """Closures timing one 2048^3 fp32 GEMM: ``torch.mm`` (MKL) and as a 1x1 conv (oneDNN)."""
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(GEMM_SIZE, GEMM_SIZE, generator=generator)
     b = torch.randn(GEMM_SIZE, GEMM_SIZE, generator=generator)
-    torch.mm(a, b)  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        seconds.append(time.perf_counter() - started)
-    return 2 * GEMM_SIZE**3 / statistics.median(seconds) / 1e9
+    x = torch.randn(1, GEMM_SIZE, 32, GEMM_SIZE // 32, generator=generator)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = b.view(GEMM_SIZE, GEMM_SIZE, 1, 1).contiguous(memory_format=torch.channels_last)
+
+    def timed(function):
+        def run() -> float:
+            started = time.perf_counter()
+            function()
+            return time.perf_counter() - started
+
+        return run
+
+    return {"mm": timed(lambda: torch.mm(a, b)), "conv1x1": timed(lambda: torch.nn.functional.conv2d(x, w))}
 
 
 def forward_macs(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> int:
@@ -117,14 +126,16 @@ def make_case(case: str, model_name: str, options: dict, batch_size: int):
 
 
 def measure(model_name: str, options: dict, cases: list[str], batch_size: int, rounds: int, warmup: int):
+    flops = 2 * GEMM_SIZE**3
     steps = {case: make_case(case, model_name, options, batch_size) for case in cases}
-    times: dict[str, list[float]] = {case: [] for case in cases}
+    steps |= {name: (step, flops) for name, step in gemm_steps().items()}
+    times: dict[str, list[float]] = {case: [] for case in steps}
     for index in range(warmup + rounds):
         for case, (step, _) in steps.items():  # alternate: every case sees the same machine load
             seconds = step()
             if index >= warmup:
                 times[case].append(seconds)
-    return {case: (statistics.median(times[case]), steps[case][1]) for case in cases}
+    return {case: (statistics.median(times[case]), steps[case][1]) for case in steps}
 
 
 def main() -> None:
@@ -148,27 +159,31 @@ def main() -> None:
     )
     header = (
         f"{'model':<12} {'threads':>7} {'case':<15} {'img/s':>7} {'step ms':>8} {'GFLOP/step':>10} "
-        f"{'GFLOP/s':>8} {'GEMM GFLOP/s':>12} {'% GEMM':>7} {'epoch*':>8}"
+        f"{'GFLOP/s':>8} {'mm GFLOP/s':>10} {'% mm':>6} {'% 1x1':>6} {'epoch*':>8}"
     )
     print(header)
     print("-" * len(header))
     rows = []
     for threads in args.threads:
-        gemm = gemm_gflops(threads)
         torch.set_num_threads(threads)
         for model_name in args.models:
-            for case, (seconds, flops) in measure(
-                model_name, options, args.cases, args.batch_size, args.rounds, args.warmup
-            ).items():
+            measured = measure(model_name, options, args.cases, args.batch_size, args.rounds, args.warmup)
+            gemm = {name: measured.pop(name)[1] / measured_seconds / 1e9
+                    for name, measured_seconds in [(n, measured[n][0]) for n in ("mm", "conv1x1")]}  # fmt: skip
+            print(f"{'':<12} {threads:>7} GEMM 2048^3: torch.mm {gemm['mm']:.1f} GFLOP/s, "
+                  f"as a 1x1 conv (oneDNN) {gemm['conv1x1']:.1f} GFLOP/s")  # fmt: skip
+            for case, (seconds, flops) in measured.items():
                 rate = flops / seconds / 1e9
                 row = {"model": model_name, "options": options, "threads": threads, "case": case,
                        "images_per_s": args.batch_size / seconds, "step_s": seconds, "gflop_per_step": flops / 1e9,
-                       "gflops": rate, "gemm_gflops": gemm, "fraction_of_gemm": rate / gemm}  # fmt: skip
+                       "gflops": rate, "mm_gflops": gemm["mm"], "conv1x1_gflops": gemm["conv1x1"],
+                       "fraction_of_mm": rate / gemm["mm"], "fraction_of_conv1x1": rate / gemm["conv1x1"]}  # fmt: skip
                 rows.append(row)
                 epoch_min = FASHION_MNIST_TRAIN_IMAGES / row["images_per_s"] / 60
                 print(
                     f"{model_name:<12} {threads:>7} {case:<15} {row['images_per_s']:>7.1f} {1000 * seconds:>8.1f} "
-                    f"{flops / 1e9:>10.2f} {rate:>8.1f} {gemm:>12.1f} {100 * rate / gemm:>6.1f}% {epoch_min:>6.1f} min",
+                    f"{flops / 1e9:>10.2f} {rate:>8.1f} {gemm['mm']:>10.1f} {100 * row['fraction_of_mm']:>5.0f}% "
+                    f"{100 * row['fraction_of_conv1x1']:>5.0f}% {epoch_min:>6.1f} min",
                     flush=True,
                 )
     print("* training time of one 55,000-image epoch at this rate (no evaluation)")

@@ -59,7 +59,8 @@ WEIGHT_BINARIZERS: dict[str, str] = {
     "none": "trainer.quantizers:FullPrecisionWeight",
 }
 FULL_PRECISION = "none"  # the name of the identity binarizer in both registries
-# How LNS reduces its auxiliary loss over a layer's weights: "sum" is the paper's, "mean" is not.
+# How LNS reduces its auxiliary loss over a layer's weights: "sum" is the paper's, "mean" is not
+# (the choices of --aux-reduction; the same tuple as trainer.lns.REDUCTIONS, which needs torch).
 AUX_REDUCTIONS = ("sum", "mean")
 
 

@@ -1,4 +1,5 @@
-"""``curves.png`` of a run: loss, accuracy and flip rate per epoch, drawn from ``metrics.jsonl`` rows.
+"""``curves.png`` of a run: loss, accuracy and flip rate per epoch, drawn from ``metrics.jsonl`` rows
+(the per-epoch test accuracy is ``None`` since the test set scores only the best epoch: not drawn).
 
 >>> import pathlib, tempfile
 >>> from trainer.curves import write_curves
@@ -30,6 +31,8 @@ def write_curves(path: str | os.PathLike, history: list[dict]) -> None:
     epochs = [row["epoch"] for row in history]
     figure, (loss_ax, acc_ax, flip_ax) = plt.subplots(1, 3, figsize=(13, 3.6))
     loss_ax.plot(epochs, [row["ce"] for row in history], marker=".", label="cross-entropy")
+    if any(row.get("kd") for row in history):  # with a teacher: the distillation term
+        loss_ax.plot(epochs, [row.get("kd", 0.0) for row in history], marker=".", label="distillation (KL)")
     loss_ax.set_title("training loss")
     if any(row["aux"] for row in history):  # LNS: its summed aux loss has another scale, own axis
         aux_ax = loss_ax.twinx()

@@ -50,7 +50,9 @@ def gradient_norm_ratios(
         aux = aux_loss(probe)
         ce_grads = torch.autograd.grad(ce, tensors, retain_graph=True, allow_unused=True)
         aux_grads = (
-            torch.autograd.grad(aux, tensors, allow_unused=True) if aux.requires_grad else [None] * len(tensors)
+            torch.autograd.grad(aux, tensors, allow_unused=True)
+            if aux.requires_grad
+            else [None] * len(tensors)
         )
         for name, ce_grad, aux_grad in zip(weights, ce_grads, aux_grads, strict=True):
             ce_norm = float(ce_grad.norm()) if ce_grad is not None else 0.0

@@ -34,9 +34,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.binarizers import AUX_REDUCTIONS
 from trainer.errors import TrainerError
 from trainer.quantizers import WeightBinarizer, channel_scale, scaled_ste_sign, sign
+
+# How the auxiliary loss is reduced over a layer's weights: "sum" is the paper's, "mean" is not.
+# (trainer.binarizers.AUX_REDUCTIONS repeats it for the torch-free CLI; a test keeps them equal.)
+REDUCTIONS = ("sum", "mean")
 
 
 class MappingNetwork(nn.Module):
@@ -112,8 +115,8 @@ class LNSWeightBinarizer(WeightBinarizer):
             raise TrainerError(f"LNS alpha must be >= 0, got {alpha}")
         if int(width) < 1:
             raise TrainerError(f"LNS width must be a positive integer, got {width}")
-        if reduction not in AUX_REDUCTIONS:
-            raise TrainerError(f"LNS reduction must be one of {', '.join(AUX_REDUCTIONS)}, got {reduction!r}")
+        if reduction not in REDUCTIONS:
+            raise TrainerError(f"LNS reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         self.reduction = reduction
         if len(weight_shape) != 4:
             raise TrainerError(f"LNS maps 4-d conv weights (c_out, c_in, k, k), got shape {weight_shape}")

@@ -1,8 +1,9 @@
 """Two CPU processes under torchrun (gloo): DDP replicas must end with bit-identical weights.
 
 Each rank prints the SHA-256 of its final weights (``EDGEBNN_TRAIN_PRINT_HASH=1``); rank 0's hash
-must also be the hash of the checkpoint it wrote. The run covers the LNS warm-up -> joint phase
-change, where the DDP wrapper is rebuilt over a different set of trainable parameters.
+must also be the hash of the checkpoint it wrote. The run covers the data-free LNS warm-up (every
+rank computes it, rank 0's result is broadcast), then the data warm-up -> joint phase change, where
+the DDP wrapper is rebuilt over a different set of trainable parameters.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def torchrun(out: Path, *extra: str, env: dict[str, str] | None = None) -> subpr
         "-m", "edgebnn", "train",
         "--model", "fmnist-bnn", "--model-option", "width=8", "--data", "synthetic",
         "--subset", "256", "--val-size", "100", "--batch-size", "32", "--augment",
-        "--binarizer", "lns", "--warmup-mapping-epochs", "1", "--epochs", "1",
+        "--binarizer", "lns", "--warmup-mapping-steps", "20", "--warmup-mapping-epochs", "1", "--epochs", "1",
         "--threads", "1", "--out", str(out), *extra,
     ]  # fmt: skip
     env = {**os.environ, PRINT_HASH_ENV: "1", "OMP_NUM_THREADS": "1", **(env or {})}

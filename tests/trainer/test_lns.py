@@ -151,6 +151,10 @@ def test_aux_reduction_mean_is_the_sum_over_the_weight_count() -> None:
     assert averaged.weight_binarizer.reduction == "mean" and "reduction=mean" in repr(averaged)
     with pytest.raises(TrainerError, match="reduction must be one of sum, mean"):
         lns_conv(reduction="median")
+    from trainer.binarizers import AUX_REDUCTIONS
+    from trainer.lns import REDUCTIONS
+
+    assert AUX_REDUCTIONS == REDUCTIONS  # the CLI's torch-free copy of the choices
 
 
 def test_warmup_loss_is_the_alpha_free_corrected_loss_of_the_mapping_only() -> None:

@@ -301,7 +301,9 @@ def test_the_test_set_scores_only_the_best_validation_weights(tmp_path, monkeypa
     best = load_checkpoint(result.best_checkpoint)
     assert result.best_epoch == best["epoch"] == 1  # the patched validation ties: the first stays best
     dataset = load_dataset("synthetic")
-    expected = accuracy(model_from_checkpoint(best), dataset.test_x, dataset.test_y, dataset.mean, dataset.std)
+    expected = accuracy(
+        model_from_checkpoint(best), dataset.test_x, dataset.test_y, dataset.mean, dataset.std
+    )
     assert result.best_test_acc == best["metrics"]["test_acc"] == expected  # the best weights, not the last
     assert [row["test_acc"] for row in result.history] == [None, None, None]
     assert result.final["epoch"] == 3 and result.final["test_acc"] is None  # the last epoch is not the best

@@ -98,6 +98,7 @@ def test_model_summary_counts_fmnist_bnn() -> None:
     assert summary["size_bytes"] == binary / 8 + 4 * summary["float_params"]
     lns = model_summary(create_model("fmnist-bnn", weight_binarizer="lns"), (1, 28, 28))
     assert lns["params"] == summary["params"]  # mapping networks are training-only
+    assert (lns["binary_macs"], lns["float_macs"]) == (summary["binary_macs"], summary["float_macs"])
 
 
 def test_unknown_model_and_option_are_trainer_errors() -> None:
