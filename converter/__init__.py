@@ -1,8 +1,9 @@
-"""Conversion of binary networks: ONNX -> Larq Compute Engine / TFLite bytes, audit, embedding.
+"""Conversion of binary networks: ONNX -> Larq Compute Engine / TFLite / native .ebnn bytes, audit, embedding.
 
     >>> import converter
     >>> flatbuffer = converter.convert("model.onnx", input_shape=(1, 28, 28))  # doctest: +SKIP
     >>> print(converter.audit(flatbuffer).headline)  # doctest: +SKIP
+    >>> ebnn = converter.convert("model.onnx", target="native")  # no TensorFlow  # doctest: +SKIP
 
 The names below are imported on first use so that ``import converter`` stays cheap. Checking a
 converted model against its source runs models, so it is the runtime's: ``runtime.verify.verify``.
@@ -19,6 +20,7 @@ _EXPORTS = {
     "audit": "converter.audit",
     "summarize_onnx": "converter.audit",
     "embed_c": "converter.embed",
+    "lower_native": "converter.native",
 }
 
 __all__ = sorted(_EXPORTS)

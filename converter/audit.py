@@ -2,7 +2,8 @@
 
 ``audit`` reads a .tflite flatbuffer without TensorFlow (``formats.tflite``): op histogram, how many binary
 convolutions became ``LceBconv2d`` (naming every one that did not), packed weight bytes, file size,
-its float32-equivalent size and the compression ratio. ``summarize_onnx`` is a per-layer table in
+its float32-equivalent size and the compression ratio. A native ``.ebnn`` file (``formats.ebnn``)
+gets the same audit with ``BCONV2D`` as the binary op. ``summarize_onnx`` is a per-layer table in
 the spirit of larq's ``models.summary``: 1-bit and 32-bit parameters, memory, binary and float MACs.
 
     >>> from converter.audit import audit, summarize_onnx, print_audit, print_summary
@@ -24,10 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from converter.graph import GraphInfo, ModelSource, analyze, binary_weight_scales, load_onnx, prepare
+from formats.errors import FormatError
+from formats.kinds import kind_of_bytes
 from formats.tflite import TFLiteModel, read_tflite
 
 LCE_RUNTIME = "LCE >= 0.16 custom ops"
 STOCK_RUNTIME = "stock TFLite"
+NATIVE_RUNTIME = "edgebnn native runtime (libedgebnn)"
 
 
 @dataclass
@@ -41,6 +45,8 @@ class TFLiteAudit:
     float32_equivalent_size: int  # the same file with every packed filter stored as float32
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    binary_op: str = "LceBconv2d"  # what a binary convolution is in this file ("BCONV2D" in .ebnn)
+    bit_outputs: int = 0  # binary convolutions that write bits (fused thresholds)
 
     @property
     def compression_ratio(self) -> float:
@@ -48,11 +54,18 @@ class TFLiteAudit:
 
     @property
     def runtime_required(self) -> str:
+        if self.binary_op == "BCONV2D":
+            return NATIVE_RUNTIME
         return LCE_RUNTIME if any(op.startswith("Lce") for op in self.op_histogram) else STOCK_RUNTIME
 
     @property
     def headline(self) -> str:
-        return f"{self.binary_convs} of {self.expected_binary_convs} binary convolutions became LceBconv2d"
+        return (
+            f"{self.binary_convs} of {self.expected_binary_convs} binary convolutions became {self.binary_op}"
+        )
+
+
+ModelAudit = TFLiteAudit  # the audit of any converted model file (.tflite or .ebnn)
 
 
 def wide_console():
@@ -68,7 +81,18 @@ def _tensor_label(model: TFLiteModel, index: int) -> str:
 
 
 def audit(tflite: bytes | str | os.PathLike, conversion=None) -> TFLiteAudit:
-    """Audit a .tflite file. ``conversion`` (a ``converter.conversion.Conversion``) adds the ONNX names."""
+    """Audit a .tflite (or .ebnn) file. ``conversion`` (a ``converter.conversion.Conversion``) adds the ONNX names."""
+    data = tflite if isinstance(tflite, bytes | bytearray) else None
+    if data is None:
+        try:
+            with open(tflite, "rb") as handle:
+                head = handle.read(8)
+        except OSError:
+            head = b""  # read_tflite says what is wrong with the path
+    else:
+        head = bytes(data[:8])
+    if kind_of_bytes(head) == "ebnn":
+        return audit_ebnn(tflite, conversion)
     model = read_tflite(tflite)
     histogram = Counter(op.name for op in model.operators)
     packed, unpacked = 0, 0
@@ -123,7 +147,61 @@ def audit(tflite: bytes | str | os.PathLike, conversion=None) -> TFLiteAudit:
     )
 
 
-def print_audit(report: TFLiteAudit, console=None, title: str = "TFLite model") -> None:
+def audit_ebnn(model: bytes | str | os.PathLike, conversion=None) -> TFLiteAudit:
+    """The audit of a native ``.ebnn`` file (``formats.ebnn.read``): BCONV2D ops are the binary convs."""
+    from formats.ebnn import read, words_per_row
+
+    if isinstance(model, bytes | bytearray):
+        data, source = bytes(model), "ebnn model"
+    else:
+        source = str(model)
+        try:
+            with open(model, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            raise FormatError(f"cannot read {source}: {error.strerror or error}") from None
+    info = read(data, source=source)
+    histogram = Counter(op.op for op in info.ops)
+    packed, unpacked, bit_outputs = 0, 0, 0
+    not_binarized: dict[str, str] = {}
+    for op in info.ops:
+        if op.op == "BCONV2D":
+            out_channels, kh, kw, channels = info.tensors[op.inputs[1]].shape
+            packed += 4 * out_channels * kh * kw * words_per_row(channels)
+            unpacked += 4 * out_channels * kh * kw * channels
+            bit_outputs += info.tensors[op.outputs[0]].dtype == "bits"
+        elif op.op == "CONV2D":
+            weights = info.tensors[op.inputs[1]].data
+            if weights is not None and weights.size > 1 and binary_weight_scales(weights) is not None:
+                not_binarized[op.name or f"op {op.index}"] = "CONV2D with +-a binary weights stored as float"
+    binary_convs = histogram.get("BCONV2D", 0)
+    expected = binary_convs + len(not_binarized)
+    warnings = []
+    if conversion is not None:
+        not_binarized = dict(conversion.float_binary_convs)
+        expected = len(not_binarized) + len(conversion.binary_convs)
+        if binary_convs < len(conversion.binary_convs):
+            warnings.append(
+                f"the converter emitted {len(conversion.binary_convs)} binary convolutions but the "
+                f"file has {binary_convs} BCONV2D ops"
+            )
+    for layer, reason in not_binarized.items():
+        warnings.append(f"binary layer '{layer}' is NOT a BCONV2D: {reason}")
+    return TFLiteAudit(
+        size=len(data),
+        op_histogram=dict(sorted(histogram.items(), key=lambda item: (-item[1], item[0]))),
+        binary_convs=binary_convs,
+        expected_binary_convs=expected,
+        not_binarized=not_binarized,
+        packed_weight_bytes=packed,
+        float32_equivalent_size=len(data) - packed + unpacked,
+        warnings=warnings,
+        binary_op="BCONV2D",
+        bit_outputs=bit_outputs,
+    )
+
+
+def print_audit(report: TFLiteAudit, console=None, title: str = "model") -> None:
     from rich.table import Table
 
     console = console or wide_console()
@@ -138,6 +216,8 @@ def print_audit(report: TFLiteAudit, console=None, title: str = "TFLite model") 
     sizes.add_column(justify="right")
     sizes.add_row("file size", f"{report.size:,} B")
     sizes.add_row("bit-packed binary weights", f"{report.packed_weight_bytes:,} B")
+    if report.binary_op == "BCONV2D":
+        sizes.add_row("binary convs writing bits", f"{report.bit_outputs} of {report.binary_convs}")
     sizes.add_row("float32-equivalent size", f"{report.float32_equivalent_size:,} B")
     sizes.add_row("compression ratio", f"{report.compression_ratio:.2f}x")
     sizes.add_row("runtime required", report.runtime_required)

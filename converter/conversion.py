@@ -1,4 +1,4 @@
-"""``convert(onnx_model) -> bytes``: an ONNX BNN as a Larq Compute Engine (or stock TFLite) flatbuffer.
+"""``convert(onnx_model) -> bytes``: an ONNX BNN as a Larq Compute Engine, stock TFLite or native model.
 
     >>> from converter import convert
     >>> flatbuffer = convert("model.onnx", input_shape=(1, 28, 28))  # doctest: +SKIP
@@ -8,11 +8,13 @@ Targets:
 - ``"lce"``: LCE's converter; binary convolutions become ``LceBconv2d`` (needs LCE >= 0.16 to run).
 - ``"tflite"``: the stock TFLite converter, everything float (``int8=True``: full-integer
   quantisation calibrated on ``calibration``, NCHW float32 samples normalised like the model input).
+- ``"native"``: edgebnn's own ``.ebnn`` file for the native runtime (``converter.native``: the same
+  analysed graph, no TensorFlow); ``Conversion.flatbuffer`` then holds the ``.ebnn`` bytes.
 
-The .tflite input is NHWC (``[N, H, W, C]``, same normalisation as the ONNX input); the output is
+The .tflite (and .ebnn) input is NHWC (``[N, H, W, C]``, same normalisation as the ONNX input); the output is
 the ONNX output. The ONNX model's deploy metadata (``formats.metadata``: normalisation, labels,
-accuracy...) becomes the ``edgebnn`` metadata buffer of every .tflite made here, so the file says
-itself how to feed it. The pure core takes and returns objects; reading and writing files is the
+accuracy...) becomes the ``edgebnn`` metadata buffer of every .tflite made here (the metadata
+section of an .ebnn), so the file says itself how to feed it. The pure core takes and returns objects; reading and writing files is the
 CLI's job.
 """
 
@@ -28,28 +30,34 @@ import numpy as np
 from converter.errors import ConverterError
 from converter.graph import GraphInfo, ModelSource, analyze, load_onnx, prepare
 from converter.lowering import import_tensorflow, lower, native_stderr_silenced
+from converter.native import NativeLowering, lower_native
 from formats.metadata import read_onnx, write_tflite
 
-TARGETS = ("lce", "tflite")
+TARGETS = ("lce", "tflite", "native")
 
 
 @dataclass
 class Conversion:
     """A converted model plus what the converter decided for every convolution."""
 
-    flatbuffer: bytes
+    flatbuffer: bytes  # the model file's bytes: .tflite, or .ebnn for target "native"
     target: str
     int8: bool
-    info: GraphInfo  # the prepared ONNX graph and its Conv decisions
+    info: GraphInfo  # the prepared ONNX graph and its Conv decisions (LCE's)
     input_shape: list[int]  # NCHW, as in the ONNX model
+    native: NativeLowering | None = None  # target "native": its own decisions
 
     @property
     def binary_convs(self) -> list[str]:
+        if self.native is not None:
+            return list(self.native.binary_convs)
         return [conv.node.name or name for name, conv in self.info.convs.items() if conv.binary]
 
     @property
     def float_binary_convs(self) -> dict[str, str]:
         """Layers the model meant as binary (binarized input) that are float here, with the reason."""
+        if self.native is not None:
+            return dict(self.native.float_binary_convs)
         return {
             conv.node.name or name: conv.reason
             for name, conv in self.info.convs.items()
@@ -83,16 +91,21 @@ def convert_with_report(
     if target not in TARGETS:
         raise ConverterError(f"unknown target '{target}'; choose one of: {', '.join(TARGETS)}")
     if int8 and target != "tflite":
-        raise ConverterError("int8 quantisation is only available with target 'tflite' (LCE keeps float I/O)")
+        raise ConverterError(
+            "int8 quantisation is only available with target 'tflite' (LCE and native keep float I/O)"
+        )
     if int8 and (calibration is None or len(calibration) == 0):
         raise ConverterError("int8 quantisation needs calibration data (--calibration-data)")
     source = load_onnx(onnx_model)
     meta = read_onnx(source)
     model = prepare(source, input_shape)
     info = analyze(model)
+    shape = info.shapes[model.graph.input[0].name]
+    if target == "native":  # no TensorFlow: the analysed graph straight into formats.ebnn ops
+        lowered = lower_native(info, meta)
+        return Conversion(lowered.data, target, False, info, shape, native=lowered)
     with native_stderr_silenced():  # TensorFlow probes for GPUs when it first builds a graph
         _module, function = lower(info)
-    shape = info.shapes[model.graph.input[0].name]
     if target == "lce":
         flatbuffer = _convert_lce(_module, function)
     else:

@@ -81,9 +81,9 @@ class Config:
 
     index: int  # of its model, in the order given
     model: str  # the path as given
-    runtime: str  # as the record names it: lce, litert, onnxruntime or lce_benchmark_model
+    runtime: str  # as the record names it: lce, litert, onnxruntime, native or lce_benchmark_model
     threads: int
-    kernel: str | None
+    kernel: str | None  # LCE's binary conv kernel, or the native runtime's kernel set
     first: bool  # its model's first configuration (the one whose output is kept)
 
 
@@ -117,10 +117,12 @@ def plan(
     lce_kernels: Sequence[str],
     *,
     lce_tool: bool = False,
+    native_kernels: Sequence[str] = ("auto",),
 ) -> list[Config]:
     """The configurations to measure, model-major; validates every model and option up front.
 
     ``lce_tool``: LCE models run with lce_benchmark_model (a device) instead of the lce runtime.
+    ``native_kernels``: the kernel sets the native runtime is measured with.
     """
     if not models:
         raise BenchError("no model given")
@@ -132,14 +134,23 @@ def plan(
     for kernel in lce_kernels:
         if kernel not in engines.LCE_KERNELS:
             raise BenchError(f"unknown LCE kernel {kernel!r}; choose from: {', '.join(engines.LCE_KERNELS)}")
+    for kernel in native_kernels:
+        if kernel not in engines.NATIVE_KERNELS:
+            raise BenchError(
+                f"unknown native kernel {kernel!r}; choose from: {', '.join(engines.NATIVE_KERNELS)}",
+                parameter="native_kernel",
+            )
     configs: list[Config] = []
     for index, model in enumerate(models):
         content, name = engines.read_model(model)
         resolved = engines.check_runtime(content, name, runtime)
         if lce_tool and resolved == "lce":
             resolved = LCE_TOOL
+        kernels = (
+            lce_kernels if resolved in LCE_RUNTIMES else native_kernels if resolved == "native" else (None,)
+        )
         for count in threads:
-            for kernel in lce_kernels if resolved in LCE_RUNTIMES else (None,):
+            for kernel in kernels:
                 first = not configs or configs[-1].index != index
                 configs.append(Config(index, str(model), resolved, count, kernel, first))
     return configs
@@ -150,8 +161,11 @@ def worker_argv(python: str, model: str, config: Config, settings: Settings, *, 
     """The command line of one worker (``python -m runtime.worker``), on any target."""
     argv = [python, "-m", "runtime.worker", model, "--runtime", config.runtime,
             "--threads", str(config.threads), "--runs", str(settings.runs), "--warmup", str(settings.warmup),
-            "--lce-kernel", config.kernel or "default", "--xnnpack" if settings.xnnpack else "--no-xnnpack",
-            "--device", settings.device]  # fmt: skip
+            "--xnnpack" if settings.xnnpack else "--no-xnnpack", "--device", settings.device]  # fmt: skip
+    if config.runtime == "native":
+        argv += ["--native-kernel", config.kernel or "auto"]
+    else:
+        argv += ["--lce-kernel", config.kernel or "default"]
     if settings.emulated:
         argv.append("--emulated")
     if input_path:
@@ -238,12 +252,15 @@ class Here:
 class There:
     """A device: the worker's files, the models and the input copied into one temporary folder."""
 
-    def __init__(self, folder: RemoteFolder, python: str, lce_tool: str | None, scratch: Path):
+    def __init__(self, folder: RemoteFolder, python: str, lce_tool: str | None, scratch: Path,
+                 architecture: str | None = None):  # fmt: skip
         self.folder, self.python, self.lce_tool, self.scratch = folder, python, lce_tool, scratch
         self._models: dict[int, str] = {}
         self._input: str | None = None
         self._lce_inputs: dict[int, tuple[str, str]] = {}
-        for name, path in worker_files().items():
+        # The native library goes along when it is built for the device (e.g. make -C runtime/native
+        # CC=aarch64-linux-gnu-gcc); without it the native runtime there says `make native`.
+        for name, path in worker_files(architecture).items():
             folder.put(path, name)
 
     def model(self, config: Config) -> str:
@@ -429,7 +446,7 @@ def _open_place(target: Target, scratch: Path, stack: contextlib.ExitStack, *, r
         target.transport.run(f"chmod +x {shlex.quote(lce_tool)}", timeout=60)
     python = remote_python or facts.get("python_path") or "python3"
     device_facts = {key: facts.get(key) for key in FACT_KEYS} | {"host": target.description}
-    return There(folder, python, lce_tool, scratch), device_facts
+    return There(folder, python, lce_tool, scratch, facts.get("architecture")), device_facts
 
 
 def benchmark_on(
@@ -443,6 +460,7 @@ def benchmark_on(
     runs: int = 100,
     warmup: int = 10,
     lce_kernel: Sequence[str] | str = "default",
+    native_kernel: Sequence[str] | str = "auto",
     xnnpack: bool = True,
     input: Input = "random",  # noqa: A002 - the documented argument name
     timeout_s: float = 300.0,
@@ -459,12 +477,15 @@ def benchmark_on(
     """``benchmark`` on an open ``target`` (see ``benchmark`` for the options)."""
     say = progress or (lambda message: None)
     models, threads, lce_kernels = _as_tuple(models), _as_tuple(threads), _as_tuple(lce_kernel)
+    native_kernels = _as_tuple(native_kernel)
     _check_options(runs, warmup, timeout_s, rounds)
     if lce_benchmark_binary is not None and not Path(lce_benchmark_binary).is_file():
         raise DevicesError(
             f"lce_benchmark_binary not found: {lce_benchmark_binary}", parameter="lce_benchmark_binary"
         )
-    configs = plan(models, runtime, threads, lce_kernels, lce_tool=not target.local)
+    configs = plan(
+        models, runtime, threads, lce_kernels, lce_tool=not target.local, native_kernels=native_kernels
+    )
     rounds = min(rounds if rounds is not None else (1 if len(configs) == 1 else 3), runs)
     settings = Settings(math.ceil(runs / rounds), warmup, xnnpack, timeout_s, profile, device, target.emulated,
                         dict(worker_env or {}))  # fmt: skip
@@ -518,7 +539,8 @@ def benchmark_on(
         system = remote_system(results, device, host_facts)
     settings_used = {
         "runtime": runtime, "threads": list(threads), "runs": runs, "warmup": warmup, "rounds": rounds,
-        "lce_kernel": list(lce_kernels), "xnnpack": xnnpack, "timeout_s": timeout_s, "profile": profile,
+        "lce_kernel": list(lce_kernels), "native_kernel": list(native_kernels), "xnnpack": xnnpack,
+        "timeout_s": timeout_s, "profile": profile,
         "input": "random" if input_path is None else "array" if isinstance(input, np.ndarray) else "file",
     }  # fmt: skip
     return BenchReport(system, results, settings_used, collect_warnings(results))
@@ -544,7 +566,9 @@ def benchmark(
     the SSH settings (``devices.target.open_target``), ``device_file`` a profile TOML file.
 
     What (``options``, passed on to ``benchmark_on``): ``runtime`` "auto" picks each model's runtime
-    from its content; ``threads`` and ``lce_kernel`` (LCE models) list what to measure; ``runs``
+    from its content (``native`` for .ebnn; ``runtime="native"`` also runs .tflite files, translated
+    on load); ``threads``, ``lce_kernel`` (LCE models) and ``native_kernel`` (the native runtime's
+    kernel sets: auto, scalar, avx2, avx512) list what to measure; ``runs``
     timed invocations are split over ``rounds`` (default 1 for a single configuration, else 3)
     after ``warmup`` untimed ones per process; ``xnnpack`` toggles TFLite's delegate; ``input`` is
     "random" (seeded normal noise in the model's input shape), a .npy file or an array;

@@ -2,6 +2,8 @@
 
     edgebnn bench bnn.tflite float.tflite cnn.onnx --threads 1,2 --lce-kernel default,indirect \\
         --json bench.json --plot bench.png
+    edgebnn bench m.ebnn m-lce.tflite m-float.tflite --threads 1,2          # native vs LCE vs LiteRT
+    edgebnn bench m-lce.tflite --runtime native --native-kernel avx2,avx512 --profile
     edgebnn bench bnn.tflite model.onnx --device rpi4 --host pi@192.168.1.50 --threads 1,4
     edgebnn devices list
     edgebnn devices show rpi4
@@ -21,8 +23,9 @@ import json
 import sys
 from typing import Any
 
-RUNTIME_CHOICES = ("auto", "lce", "litert", "onnxruntime")
+RUNTIME_CHOICES = ("auto", "lce", "litert", "onnxruntime", "native")
 KERNEL_CHOICES = ("default", "indirect", "reference")
+NATIVE_KERNEL_CHOICES = ("auto", "scalar", "avx2", "avx512")
 PARAMETER_FLAGS = {"timeout_s": "--timeout"}
 
 
@@ -44,6 +47,16 @@ def _kernel_list(text: str) -> tuple[str, ...]:
     if not values or bad:
         raise argparse.ArgumentTypeError(
             f"LCE kernels are {', '.join(KERNEL_CHOICES)} (comma-separated), got {text!r}"
+        )
+    return values
+
+
+def _native_kernel_list(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [v for v in values if v not in NATIVE_KERNEL_CHOICES]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(
+            f"native kernels are {', '.join(NATIVE_KERNEL_CHOICES)} (comma-separated), got {text!r}"
         )
     return values
 
@@ -74,14 +87,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="measure latency, memory and size of .tflite/.onnx models",
+        help="measure latency, memory and size of .tflite/.onnx/.ebnn models",
         description="Measure each (model, runtime, threads) configuration in a fresh process: load time, "
         "first inference, warm latency (median, p90, p99, spread), peak memory and file size. "
         "Several models are measured interleaved in rounds and compared with the first one.",
     )
-    parser.add_argument("models", nargs="+", metavar="MODEL", help=".tflite or .onnx files")
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=".tflite, .onnx or .ebnn files")
     parser.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
-                        help="auto: lce for models with LCE ops, litert for other .tflite, onnxruntime for .onnx")  # fmt: skip
+                        help="auto: lce for models with LCE ops, litert for other .tflite, onnxruntime for "
+                        ".onnx, native for .ebnn; native also runs .tflite files (translated on load)")  # fmt: skip
     parser.add_argument(
         "--threads", type=_int_list, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)"
     )
@@ -95,6 +109,9 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
                         help="fresh processes per configuration, interleaved (default 1 for one configuration, else 3)")  # fmt: skip
     parser.add_argument("--lce-kernel", type=_kernel_list, default=("default",),
                         help="LCE binary conv kernel(s): default, indirect, reference; e.g. default,indirect")  # fmt: skip
+    parser.add_argument("--native-kernel", type=_native_kernel_list, default=("auto",),
+                        help="native runtime kernel set(s): auto (EDGEBNN_NATIVE_KERNEL, else the best this "
+                        "CPU has), scalar, avx2, avx512; e.g. avx2,avx512")  # fmt: skip
     parser.add_argument("--xnnpack", action=argparse.BooleanOptionalAction, default=True,
                         help="TFLite's XNNPACK delegate for lce and litert (default on)")  # fmt: skip
     parser.add_argument(
@@ -345,7 +362,8 @@ def run_bench(args: argparse.Namespace) -> int:
             args.models, device=args.device, host=args.host, port=args.port, identity=args.identity,
             known_hosts=args.known_hosts, accept_new_host_key=args.accept_new_host_key,
             lce_benchmark_binary=args.lce_benchmark_binary, runtime=args.runtime, threads=args.threads,
-            runs=args.runs, warmup=args.warmup, lce_kernel=args.lce_kernel, xnnpack=args.xnnpack, input=data,
+            runs=args.runs, warmup=args.warmup, lce_kernel=args.lce_kernel, native_kernel=args.native_kernel,
+            xnnpack=args.xnnpack, input=data,
             timeout_s=args.timeout, rounds=args.rounds, profile=args.profile,
             on_record=lambda record: status.update(f"measured {config_label(record)}: {record['status']}"),
             progress=lambda message: status.update(message),

@@ -3,9 +3,12 @@ verification (``runtime.verify``) and the trainer's data and checkpoints, combin
 
     edgebnn convert model.onnx -o model.tflite                    # LCE, audit, quick verify
     edgebnn convert model.onnx -o model.tflite --target tflite --int8 --calibration-data fashion-mnist
+    edgebnn convert model.onnx -o model.ebnn --target native       # edgebnn's native runtime
     edgebnn convert run/best.pt -o model.tflite --embed c          # + model.h, model.c, model.json
     edgebnn verify model.onnx model.tflite --data fashion-mnist --n 1000
-    edgebnn summary model.onnx | model.tflite | checkpoint.pt
+    edgebnn verify model.onnx model.ebnn --data fashion-mnist      # in the native runtime
+    edgebnn verify model.onnx model.tflite --runtime native        # an LCE .tflite run natively
+    edgebnn summary model.onnx | model.tflite | model.ebnn | checkpoint.pt
 
 Exit codes: 0 ok, 1 verification below its thresholds, 2 bad input (one-line message).
 """
@@ -16,19 +19,25 @@ import argparse
 from pathlib import Path
 
 QUICK_VERIFY_SAMPLES = 16
+TARGET_CHOICES = ("lce", "tflite", "native")
+VERIFY_RUNTIMES = ("auto", "lce", "litert", "native")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convert``, ``verify`` and ``summary``. Heavy imports happen inside the handlers."""
     convert = subparsers.add_parser(
         "convert",
-        help="convert an ONNX model or checkpoint to an LCE (or TFLite) flatbuffer",
+        help="convert an ONNX model or checkpoint to an LCE/TFLite flatbuffer or a native .ebnn",
         description="Convert an ONNX BNN (or an edgebnn checkpoint) to a Larq Compute Engine .tflite "
-        "with bit-packed binary convolutions, print its audit and check it against ONNX Runtime.",
+        "(or a native .ebnn, --target native) with bit-packed binary convolutions, print its audit "
+        "and check it against ONNX Runtime.",
     )
     convert.add_argument("model", help="model.onnx, or an edgebnn checkpoint (.pt)")
-    convert.add_argument("-o", "--output", required=True, help="output .tflite path (written atomically)")
-    convert.add_argument("--target", choices=("lce", "tflite"), default="lce", help="default: lce")
+    convert.add_argument(
+        "-o", "--output", required=True, help="output .tflite or .ebnn path (written atomically)"
+    )
+    convert.add_argument("--target", choices=TARGET_CHOICES, default=None,
+                         help="lce, tflite or native (default: native for an .ebnn output, else lce)")  # fmt: skip
     convert.add_argument("--int8", action="store_true", help="full-integer quantisation (target tflite)")
     convert.add_argument("--calibration-data", metavar="NAME", help="dataset name or a .npy of NCHW inputs")
     convert.add_argument("--calibration-samples", type=int, default=256, metavar="N", help="default: 256")
@@ -41,11 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify = subparsers.add_parser(
         "verify",
         help="compare a converted model with its ONNX source",
-        description="Run the same inputs through ONNX Runtime and the LCE interpreter; exit 1 when "
-        "top-1 agreement or the logit difference misses its threshold.",
+        description="Run the same inputs through ONNX Runtime and the converted model (a .tflite in the "
+        "LCE interpreter, an .ebnn in the native runtime); exit 1 when top-1 agreement or the logit "
+        "difference misses its threshold.",
     )
     verify.add_argument("onnx", help="the source model.onnx")
-    verify.add_argument("tflite", help="the converted model.tflite")
+    verify.add_argument("tflite", metavar="model", help="the converted model.tflite or model.ebnn")
+    verify.add_argument("--runtime", choices=VERIFY_RUNTIMES, default="auto",
+                        help="runtime of the converted model (auto: lce for .tflite, native for .ebnn; "
+                        "native translates a .tflite on load)")  # fmt: skip
     source = verify.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="NAME", help="real test images (fashion-mnist, cifar10, synthetic)")
     source.add_argument("--random", type=int, metavar="N", help="N random normal inputs (default: 64)")
@@ -63,11 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     summary = subparsers.add_parser(
         "summary",
-        help="per-layer table of an ONNX model or checkpoint, or the audit of a .tflite",
+        help="per-layer table of an ONNX model or checkpoint, or the audit of a .tflite/.ebnn",
         description="For .onnx and checkpoints: 1-bit/32-bit parameters, memory and binary/float MACs "
-        "per layer. For .tflite: op histogram, LceBconv2d count, packed weights, compression ratio.",
+        "per layer. For .tflite and .ebnn: op histogram, binary conv count (LceBconv2d / BCONV2D), "
+        "packed weights, compression ratio.",
     )
-    summary.add_argument("file", help="model.onnx, model.tflite or an edgebnn checkpoint (.pt)")
+    summary.add_argument("file", help="model.onnx, model.tflite, model.ebnn or an edgebnn checkpoint (.pt)")
     summary.add_argument("--input-shape", help="C,H,W for ONNX models with dynamic sizes")
     summary.set_defaults(func=run_summary)
 
@@ -92,10 +106,10 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def file_kind(path: str) -> str:
-    """'tflite', 'checkpoint' or 'onnx' (``formats.kinds``); FormatError for anything else."""
+    """'tflite', 'ebnn', 'checkpoint' or 'onnx' (``formats.kinds``); FormatError for anything else."""
     from formats.kinds import kind_of_file
 
-    return kind_of_file(path, allowed=("onnx", "checkpoint", "tflite"))
+    return kind_of_file(path, allowed=("onnx", "checkpoint", "tflite", "ebnn"))
 
 
 def load_model(path: str):
@@ -104,8 +118,8 @@ def load_model(path: str):
     from converter.graph import load_onnx
 
     kind = file_kind(path)
-    if kind == "tflite":
-        raise ConverterError(f"{path} is already a .tflite flatbuffer; give the .onnx model or checkpoint")
+    if kind in ("tflite", "ebnn"):
+        raise ConverterError(f"{path} is already a converted model; give the .onnx model or checkpoint")
     if kind == "checkpoint":
         from trainer.export import export_checkpoint_proto
 
@@ -179,6 +193,10 @@ def manifest(conversion, model, report) -> dict:
     meta = read_onnx(model)
     shape = conversion.input_shape
     tflite_shape = [shape[0], shape[2], shape[3], shape[1]] if len(shape) == 4 else shape
+    extra = {}
+    if conversion.target == "native":
+        extra = {"runtime": "edgebnn native", "format": "ebnn 1.0",
+                 "load": "ebnn_model_load_memory with EBNN_LOAD_IN_PLACE (runtime/native/include/edgebnn.h)"}  # fmt: skip
     return {
         "model": meta.model,
         "input": {
@@ -192,6 +210,7 @@ def manifest(conversion, model, report) -> dict:
         "runtime_required": report.runtime_required,
         "target": conversion.target,
         "int8": conversion.int8,
+        **extra,
     }
 
 
@@ -208,8 +227,16 @@ def run_convert(args: argparse.Namespace) -> int:
 
     output = check_writable(args.output)
     refuse_overwriting_inputs({"-o": output}, [args.model])
+    target = args.target or ("native" if output.suffix == ".ebnn" else "lce")
+    if output.suffix == ".ebnn" and target != "native":
+        raise ConverterError(f"-o {output}: an .ebnn file is written by --target native, not {target}")
+    if output.suffix == ".tflite" and target == "native":
+        raise ConverterError(f"-o {output}: --target native writes an .ebnn file, not a .tflite")
+    args.target = target
     if args.int8 and args.target != "tflite":
-        raise ConverterError("--int8 needs --target tflite (LCE models keep float inputs and outputs)")
+        raise ConverterError(
+            "--int8 needs --target tflite (LCE and native models keep float inputs and outputs)"
+        )
     input_shape = parse_shape(args.input_shape)
     model = load_model(args.model)
     calibration = calibration_inputs(model, args, input_shape) if args.int8 else None
@@ -246,29 +273,52 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_converted(path: str) -> tuple[bytes, str]:
+    """(bytes, kind) of a converted model: a .tflite or an .ebnn, checked (FormatError when corrupt)."""
+    from formats.kinds import HEAD_BYTES, kind_of_bytes
+
+    try:
+        with open(path, "rb") as handle:
+            kind = kind_of_bytes(handle.read(HEAD_BYTES))
+    except OSError:
+        kind = None  # the .tflite reader names the problem
+    if kind == "ebnn":
+        from formats.ebnn import read
+
+        data = Path(path).read_bytes()
+        read(data, source=path)  # truncated, bit-flipped, newer version: one clear message
+        return data, kind
+    from formats.tflite import load_bytes, read_tflite
+
+    read_tflite(path)
+    return load_bytes(path)[0], kind
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from converter.audit import wide_console
+    from converter.errors import ConverterError
     from converter.graph import load_onnx
-    from formats.tflite import load_bytes, read_tflite
     from runtime.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
 
     model = load_onnx(args.onnx)
-    read_tflite(args.tflite)
-    tflite, _ = load_bytes(args.tflite)
+    tflite, kind = read_converted(args.tflite)
+    if kind == "ebnn" and args.runtime not in ("auto", "native"):
+        raise ConverterError(f"{args.tflite} is a native .ebnn model: it runs in --runtime native only")
     input_shape = parse_shape(args.input_shape)
     labels = None
     if args.data:
         inputs, labels = dataset_inputs(model, args.data, args.data_dir, args.n, "test", input_shape)
     else:
         inputs = random_inputs(model, input_shape, args.random or 64, args.seed)
-    int8 = is_int8(tflite)
+    int8 = kind == "tflite" and is_int8(tflite)
     min_agreement = (
         args.min_agreement
         if args.min_agreement is not None
         else (INT8_MIN_AGREEMENT if int8 else DEFAULT_MIN_AGREEMENT)
     )
     rtol = args.rtol if args.rtol is not None else (INT8_RTOL if int8 else DEFAULT_RTOL)
-    result = verify(model, tflite, inputs, labels, min_agreement=min_agreement, rtol=rtol)
+    result = verify(model, tflite, inputs, labels, min_agreement=min_agreement, rtol=rtol,
+                    candidate_runtime=args.runtime)  # fmt: skip
     wide_console().print(result.describe(), markup=False)
     return 0 if result.passed else 1
 
@@ -277,7 +327,7 @@ def run_summary(args: argparse.Namespace) -> int:
     from converter.audit import audit, print_audit, print_summary, summarize_onnx, wide_console
 
     console = wide_console()
-    if file_kind(args.file) == "tflite":
+    if file_kind(args.file) in ("tflite", "ebnn"):
         print_audit(audit(args.file), console, title=Path(args.file).name)
         return 0
     model = load_model(args.file)

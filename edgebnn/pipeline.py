@@ -1,5 +1,9 @@
 """``edgebnn pipeline``: train -> LNS fine-tune -> export -> convert -> verify -> bench -> report.
 
+The convert stage writes the LCE .tflite, its float twin (.tflite, target tflite) and the native
+.ebnn (target native); verify checks all three on the test set; bench measures the .ebnn in the
+native runtime beside LCE (both kernels), LiteRT (float twin) and ONNX Runtime.
+
 What ``make demo`` runs. Every stage writes its outputs under the run folder (``runs/demo`` by
 default) and records a fingerprint of its settings and inputs in ``.stages/<stage>.json``; a stage
 whose fingerprint still matches is skipped, a training stage that was interrupted resumes from its
@@ -267,14 +271,14 @@ def _export_stage(checkpoint: Path, onnx_path: Path) -> Stage:
     return Stage("export", "export the deploy graph to ONNX", [onnx_path], [checkpoint], {}, run)
 
 
-def _convert_stage(onnx_path: Path, lce_path: Path, float_path: Path) -> Stage:
+def _convert_stage(onnx_path: Path, lce_path: Path, float_path: Path, native_path: Path) -> Stage:
     def run() -> dict[str, Any]:
         from converter.audit import audit, print_audit
         from converter.conversion import convert_with_report
         from formats.files import write_atomic
 
         summary: dict[str, Any] = {}
-        for target, path in (("lce", lce_path), ("tflite", float_path)):
+        for target, path in (("lce", lce_path), ("tflite", float_path), ("native", native_path)):
             conversion = convert_with_report(onnx_path, target=target)
             write_atomic(path, conversion.flatbuffer)
             report = audit(conversion.flatbuffer, conversion)
@@ -288,8 +292,8 @@ def _convert_stage(onnx_path: Path, lce_path: Path, float_path: Path) -> Stage:
 
     return Stage(
         "convert",
-        "convert to LCE (bit-packed) and float TFLite",
-        [lce_path, float_path],
+        "convert to LCE (bit-packed), float TFLite and native (.ebnn)",
+        [lce_path, float_path, native_path],
         [onnx_path],
         {},
         run,
@@ -297,6 +301,8 @@ def _convert_stage(onnx_path: Path, lce_path: Path, float_path: Path) -> Stage:
 
 
 def _verify_stage(config: PipelineConfig, onnx_path: Path, tflite_paths: list[Path], out_json: Path) -> Stage:
+    """Each converted file (.tflite in LCE, .ebnn in the native runtime) against ONNX Runtime."""
+
     def run() -> dict[str, Any]:
         from formats.metadata import read_metadata
         from runtime.verify import verify
@@ -384,6 +390,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
     baseline_dir, lns_dir, finetune_dir = out / "baseline", out / "lns", out / "finetune"
     onnx_path = out / f"{config.model}.onnx"
     lce_path, float_path = out / f"{config.model}-lce.tflite", out / f"{config.model}-float.tflite"
+    native_path = out / f"{config.model}.ebnn"
     verify_json = out / "verify.json"
     init = str(baseline_dir / "best.pt")
     finetune = config.finetune
@@ -415,9 +422,9 @@ def run_pipeline(config: PipelineConfig) -> Path:
     deploy_dir = lns_dir if config.deploy == "lns" else finetune_dir
     stages += [
         _export_stage(deploy_dir / "best.pt", onnx_path),
-        _convert_stage(onnx_path, lce_path, float_path),
-        _verify_stage(config, onnx_path, [lce_path, float_path], verify_json),
-        _bench_stage(config, [lce_path, float_path, onnx_path], verify_json, out),
+        _convert_stage(onnx_path, lce_path, float_path, native_path),
+        _verify_stage(config, onnx_path, [lce_path, float_path, native_path], verify_json),
+        _bench_stage(config, [lce_path, float_path, onnx_path, native_path], verify_json, out),
     ]
     started = time.perf_counter()
     summaries: dict[str, dict[str, Any]] = {}

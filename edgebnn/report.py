@@ -127,6 +127,63 @@ def _bench_rows(bench: dict[str, Any]) -> list[str]:
     return lines
 
 
+def native_speedups(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per thread count: the native engine's median beside LCE's fastest kernel, LiteRT (the float
+    twin) and ONNX Runtime, and how many times faster native is than each (their median / native's).
+    Each other runtime counts with its fastest configuration at this thread count or fewer (LCE's
+    binary kernels use one thread: a second one only adds contention), so the ratios are conservative."""
+    ok = [r for r in bench["results"] if r["status"] == "ok" and r.get("median_ms")]
+    rows = []
+    for threads in sorted({r["threads"] for r in ok}):
+        at = [r for r in ok if r["threads"] <= threads]
+        native = [r for r in ok if r["runtime"] == "native" and r["threads"] == threads]
+        if not native:
+            continue
+        best = {}
+        for runtime in ("lce", "litert", "onnxruntime"):
+            candidates = [r for r in at if r["runtime"] == runtime]
+            if candidates:
+                best[runtime] = min(candidates, key=lambda r: r["median_ms"])
+        mine = min(native, key=lambda r: r["median_ms"])
+        row = {"threads": threads, "native_ms": mine["median_ms"], "native_kernel": mine.get("kernel")}
+        for runtime, record in best.items():
+            row[f"{runtime}_ms"] = record["median_ms"]
+            row[f"x_{runtime}"] = record["median_ms"] / mine["median_ms"]
+            if runtime == "lce":
+                row["lce_kernel"] = record.get("kernel")
+        rows.append(row)
+    return rows
+
+
+def _native_rows(bench: dict[str, Any]) -> list[str]:
+    rows = native_speedups(bench)
+    if not rows:
+        return []
+
+    def cell(row: dict[str, Any], runtime: str) -> str:
+        if f"{runtime}_ms" not in row:
+            return "- | -"
+        return f"{row[f'{runtime}_ms']:.3f} | {row[f'x_{runtime}']:.2f}x"
+
+    lines = [
+        "### The native engine against LCE and the float model",
+        "",
+        "edgebnn's own runtime (`runtime/native`) on the `.ebnn` file: its median beside LCE's fastest "
+        "kernel on the same network, the float twin in LiteRT and the ONNX model in ONNX Runtime, each "
+        "at its fastest with this many threads or fewer. `x` = their median / native's (above 1: native "
+        "is faster).",
+        "",
+        "| threads | native ms (kernel) | LCE fastest ms | x LCE | LiteRT float ms | x LiteRT | ONNX Runtime ms | x ORT |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['threads']} | {row['native_ms']:.3f} ({row['native_kernel']}) | {cell(row, 'lce')} | "
+            f"{cell(row, 'litert')} | {cell(row, 'onnxruntime')} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(config: Any, out: Path, summaries: dict[str, dict[str, Any]]) -> Path:
     """Write ``out/report.md`` (+ plots) from the stage summaries and artifacts; returns its path."""
     histories = {
@@ -141,7 +198,9 @@ def write_report(config: Any, out: Path, summaries: dict[str, dict[str, Any]]) -
         ("LCE (bit-packed)", f"{config.model}-lce.tflite", "lce"),
         ("float TFLite", f"{config.model}-float.tflite", "tflite"),
         ("ONNX", onnx_name, None),
+        ("native (.ebnn)", f"{config.model}.ebnn", "native"),
     ]
+    files = [f for f in files if (out / f[1]).exists()]
 
     deploy_rows = []
     for label, name, target in files:
@@ -212,9 +271,12 @@ def write_report(config: Any, out: Path, summaries: dict[str, dict[str, Any]]) -
             f"{check['max_abs_diff']:.2e} | {ops} |"
         )
     lce_bytes, float_bytes = deploy_rows[0]["bytes"], deploy_rows[1]["bytes"]
+    audit_line = f"Audit: {convert['lce']['headline']}"
+    if "native" in convert:
+        audit_line += f"; {convert['native']['headline']} in the native .ebnn"
     lines += [
         "",
-        f"Audit: {convert['lce']['headline']}. The LCE file is {float_bytes / lce_bytes:.1f}x smaller than "
+        f"{audit_line}. The LCE file is {float_bytes / lce_bytes:.1f}x smaller than "
         "the float TFLite file of the same network.",
         "",
         "## Latency and memory on this host",
@@ -226,6 +288,7 @@ def write_report(config: Any, out: Path, summaries: dict[str, dict[str, Any]]) -
         "",
         *_bench_rows(bench),
         "",
+        *_native_rows(bench),
         "![latency](bench.png)",
         "",
         "![accuracy, latency and size](tradeoff.png)",

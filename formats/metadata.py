@@ -233,8 +233,9 @@ def write_tflite(flatbuffer: bytes, meta: DeployMetadata) -> bytes:
 def read_metadata(model: str | os.PathLike | bytes) -> DeployMetadata:
     """The deploy metadata of a model file or its bytes, whatever its kind (formats.kinds).
 
-    ONNX: ``metadata_props`` (the weights are not loaded); .tflite: the ``edgebnn`` buffer. A model
-    without metadata gives an empty ``DeployMetadata()``; a malformed one is a FormatError.
+    ONNX: ``metadata_props`` (the weights are not loaded); .tflite: the ``edgebnn`` buffer; .ebnn:
+    its METADATA section. A model without metadata gives an empty ``DeployMetadata()``; a malformed
+    one is a FormatError.
     """
     from formats.kinds import kind_of_bytes
 
@@ -257,5 +258,33 @@ def read_metadata(model: str | os.PathLike | bytes) -> DeployMetadata:
         except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends
             raise FormatError(f"{source} is not a valid ONNX model") from None
         return read_onnx(proto, source)
-    # A native .ebnn model keeps the same JSON in its metadata section: formats/ebnn.py reads it.
+    if kind == "ebnn":
+        content = ebnn_metadata_section(content, source)
+        return DeployMetadata.from_json(content, source) if content else DeployMetadata()
     raise FormatError(f"{source}: no deploy metadata reader for {kind or 'this kind of file'}")
+
+
+def ebnn_metadata_section(data: bytes, source: str = "ebnn model") -> bytes:
+    """The METADATA section of an ``.ebnn`` file (b"" when it has none), bounds-checked.
+
+    Only the header and the section table are read (docs/native-format.md); the whole file is
+    validated by ``formats.ebnn.read``, which this module cannot import: formats/ebnn.py imports
+    ``DeployMetadata`` from here, and the project has no import circles.
+    """
+    import struct
+
+    if len(data) < 64:
+        raise FormatError(f"{source}: truncated: {len(data)} bytes, the header alone is 64")
+    major, minor = struct.unpack_from("<HH", data, 4)
+    if major != 1:
+        raise FormatError(f"{source}: format version {major}.{minor} is not 1.x: update edgebnn")
+    file_size, count, table = struct.unpack_from("<Q", data, 16)[0], *struct.unpack_from("<IQ", data, 28)
+    if file_size > len(data) or not 1 <= count <= 64 or table + 32 * count > min(file_size, len(data)):
+        raise FormatError(f"{source}: truncated or corrupt (bad header or section table)")
+    for i in range(count):
+        kind, _, offset, size = struct.unpack_from("<IIQQ", data, table + 32 * i)
+        if kind == 5:  # METADATA
+            if offset > file_size or size > file_size - offset:
+                raise FormatError(f"{source}: the metadata section is out of bounds")
+            return bytes(data[offset : offset + size])
+    return b""

@@ -71,6 +71,7 @@ class OperatorInfo:
     inputs: list[int]
     outputs: list[int]
     options: dict = field(default_factory=dict)  # decoded custom options (LCE ops use flexbuffers)
+    builtin_options: dict = field(default_factory=dict)  # a builtin op's options (camelCase fields)
 
 
 @dataclass
@@ -147,7 +148,10 @@ def read_tflite(source: bytes | str | os.PathLike) -> TFLiteModel:
             options = {}
             if custom and op.customOptions is not None and len(op.customOptions):
                 options = _flexbuffer(bytes(np.asarray(op.customOptions, dtype=np.uint8)))
-            operators.append(OperatorInfo(name, custom, list(op.inputs), list(op.outputs), options))
+            builtin = vars(op.builtinOptions) if op.builtinOptions is not None else {}
+            operators.append(
+                OperatorInfo(name, custom, list(op.inputs), list(op.outputs), options, dict(builtin))
+            )
     except ImportError:
         raise
     except Exception as error:  # truncated or corrupt flatbuffers raise struct/index errors

@@ -1,7 +1,9 @@
 """Running deployed models: engines, the benchmark worker and its record, reports, verification, cost model.
 
 =====================  ===========================================================================
-``engines``            LCE, LiteRT and ONNX Runtime behind one small interface (no TensorFlow)
+``engines``            LCE, LiteRT, ONNX Runtime and native behind one small interface (no TensorFlow)
+``native``             the native engine's ctypes binding (``NativeModel`` over ``libedgebnn``)
+``translate``          LCE ``.tflite`` -> ``.ebnn``: how the native engine runs LCE files
 ``worker``             ``python -m runtime.worker``: one model, one configuration, one JSON record
 ``record``             the benchmark record (schema.json): builder, rounds, ratios, warnings, labels
 ``report``             ``BenchReport``: table, JSON file; ``plots``: its PNG charts

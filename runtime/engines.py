@@ -1,4 +1,4 @@
-"""Inference engines behind one small interface: LCE, LiteRT and ONNX Runtime.
+"""Inference engines behind one small interface: LCE, LiteRT, ONNX Runtime and edgebnn's native runtime.
 
 An engine wraps one loaded model. ``predict`` is for correctness checks (``runtime.verify``);
 ``set_input`` + ``invoke`` is the bare call a timing loop measures. A tiny ONNX model built here:
@@ -28,9 +28,11 @@ Runtimes (registry ``RUNTIMES``; ``RUNTIMES_FOR_KIND`` says which runs which kin
   so ``invoke`` includes those two copies.
 - ``litert``: Google's LiteRT (``ai_edge_litert``), stock TFLite kernels; refuses LCE ops.
 - ``onnxruntime``: ONNX Runtime's CPU provider; ``invoke`` runs a pre-bound IOBinding.
-
-A new engine (the native one, for ``.ebnn`` files) adds its name to ``RUNTIMES``, its kind to
-``RUNTIMES_FOR_KIND``, an ``Engine`` subclass and one line in ``load_engine``.
+- ``native``: edgebnn's own engine (``runtime.native``, the C library ``libedgebnn``) for ``.ebnn``
+  files; a ``.tflite`` (LCE or stock float32) is translated on load (``runtime.translate``).
+  ``native_kernel`` picks its kernel set (``auto``: ``EDGEBNN_NATIVE_KERNEL``, else the best the
+  CPU has; ``scalar``, ``avx2``, ``avx512``); ``Engine.kernel`` is the set in use. ``invoke`` is
+  the library's zero-copy invoke on the model's own input buffer.
 
 This file needs only the standard library, numpy and the ``runtime``/``formats`` modules the
 benchmark worker ships with it (``runtime.worker.WORKER_FILES``), so that it runs on a device
@@ -55,9 +57,10 @@ from formats import kinds, tflite
 from formats.errors import FormatError
 from runtime.errors import BenchError
 
-RUNTIMES = ("lce", "litert", "onnxruntime")
-RUNTIMES_FOR_KIND = {"tflite": ("lce", "litert"), "onnx": ("onnxruntime",)}
+RUNTIMES = ("lce", "litert", "onnxruntime", "native")
+RUNTIMES_FOR_KIND = {"tflite": ("lce", "litert", "native"), "onnx": ("onnxruntime",), "ebnn": ("native",)}
 LCE_KERNELS = ("default", "indirect", "reference")
+NATIVE_KERNELS = ("auto", "scalar", "avx2", "avx512")
 LCE_OP_PREFIX = "Lce"
 LCE_OPS = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")  # for the byte search
 
@@ -79,12 +82,22 @@ def read_model(model: Model) -> tuple[bytes, str]:
 
 
 def model_kind(content: bytes, name: str = "<bytes>") -> str:
-    """'tflite' or 'onnx' (``formats.kinds``); BenchError for any other file."""
+    """'tflite', 'onnx' or 'ebnn' (``formats.kinds``); BenchError for any other file."""
     kind = kinds.kind_of_bytes(content[: kinds.HEAD_BYTES])
     if kind in RUNTIMES_FOR_KIND:
         return kind
     found = f"is {kinds.DESCRIPTIONS[kind]}" if kind else "is not a model file"
-    raise BenchError(f"{name} {found} (expected a .tflite flatbuffer or an .onnx protobuf)")
+    raise BenchError(f"{name} {found} (expected a .tflite flatbuffer, an .onnx protobuf or a native .ebnn)")
+
+
+def check_ebnn(content: bytes, name: str = "<bytes>") -> None:
+    """BenchError (one line) for a truncated, corrupt or too new .ebnn file, before any engine sees it."""
+    from formats import ebnn
+
+    try:
+        ebnn.read(content, source=name)
+    except FormatError as error:
+        raise BenchError(str(error)) from None
 
 
 def tflite_custom_ops(content: bytes, name: str = "<bytes>") -> list[str]:
@@ -102,7 +115,8 @@ def needs_lce(content: bytes, name: str = "<bytes>") -> bool:
 
 
 def detect_runtime(model: Model) -> str:
-    """The runtime that runs a model: "lce" (LCE ops inside), "litert" (plain .tflite) or "onnxruntime"."""
+    """The runtime that runs a model: "lce" (LCE ops inside), "litert" (plain .tflite), "onnxruntime",
+    or "native" (.ebnn)."""
     content, name = read_model(model)
     return _detect(content, name)
 
@@ -114,10 +128,19 @@ def check_runtime(content: bytes, name: str, runtime: str) -> str:
     if runtime not in RUNTIMES:
         raise BenchError(f"unknown runtime {runtime!r}; choose one of: auto, {', '.join(RUNTIMES)}")
     kind = model_kind(content, name)
+    if kind == "ebnn":
+        if runtime != "native":
+            raise BenchError(
+                f"{name} is a native .ebnn model; runtime {runtime!r} cannot run it (use native)"
+            )
+        check_ebnn(content, name)
+        return runtime
     if kind == "onnx" and runtime != "onnxruntime":
         raise BenchError(f"{name} is an ONNX model; runtime {runtime!r} runs .tflite files (use onnxruntime)")
     if kind == "tflite" and runtime == "onnxruntime":
-        raise BenchError(f"{name} is a .tflite model; onnxruntime runs .onnx files (use lce or litert)")
+        raise BenchError(
+            f"{name} is a .tflite model; onnxruntime runs .onnx files (use lce, litert or native)"
+        )
     if runtime == "litert" and needs_lce(content, name):
         raise BenchError(f"{name}: this model needs the LCE runtime (it has Larq Compute Engine ops)")
     return runtime
@@ -125,6 +148,8 @@ def check_runtime(content: bytes, name: str, runtime: str) -> str:
 
 def _detect(content: bytes, name: str) -> str:
     kind = model_kind(content, name)
+    if kind == "ebnn":
+        check_ebnn(content, name)
     if kind == "tflite":
         return "lce" if needs_lce(content, name) else "litert"
     return RUNTIMES_FOR_KIND[kind][0]
@@ -158,7 +183,14 @@ def model_size_bytes(path: str | os.PathLike) -> int:
 
 
 def runtime_version(runtime: str) -> str:
-    """Installed version of a runtime's package, without importing it."""
+    """Installed version of a runtime's package, without importing it (native: the library's own)."""
+    if runtime == "native":
+        try:
+            from runtime import native
+
+            return native.version()
+        except BenchError:
+            return "not built"
     package = {"lce": "larq-compute-engine", "litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}[
         runtime
     ]
@@ -197,6 +229,9 @@ class Engine:
         """Per-op times of the runs so far, where the runtime exposes them (None otherwise)."""
         return None
 
+    def reset_profile(self) -> None:
+        """Forget the per-op times so far (after the warm-up), where the runtime can."""
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Run a batch. A model with a fixed batch of 1 runs the rows one by one."""
         x = np.asarray(x, dtype=self.input_dtype)
@@ -230,6 +265,10 @@ def import_runtime(runtime: str) -> Any:
             import onnxruntime as module
         except ImportError:
             raise BenchError("the onnxruntime runtime needs the onnxruntime package") from None
+    elif runtime == "native":
+        from runtime import native as module
+
+        module.load_library()  # the ctypes library: BenchError naming `make native` when missing
     else:
         raise BenchError(f"unknown runtime {runtime!r}; choose one of: auto, {', '.join(RUNTIMES)}")
     _RUNTIME_MODULES[runtime] = module
@@ -391,6 +430,66 @@ class OnnxRuntimeEngine(Engine):
         return summarize_ort_profile(events)
 
 
+class NativeEngine(Engine):
+    """edgebnn's native runtime (``runtime.native``): an .ebnn, or a .tflite translated on load."""
+
+    name = "native"
+    batch_dynamic = True  # the library runs a batch of N as N single samples
+
+    def __init__(self, content: bytes, threads: int, kernel: str = "auto", profile: bool = False):
+        from runtime import native
+        from runtime.translate import translate_tflite
+
+        if kernel not in NATIVE_KERNELS:
+            raise BenchError(f"unknown native kernel {kernel!r}; choose one of: {', '.join(NATIVE_KERNELS)}")
+        if model_kind(content) == "tflite":
+            content = translate_tflite(content)
+        self._model = native.NativeModel(
+            content, threads=threads, kernel=None if kernel == "auto" else kernel, profile=profile
+        )
+        if len(self._model.input_shapes) != 1 or len(self._model.output_shapes) != 1:
+            raise BenchError("only single-input, single-output models are supported")
+        self.version = native.version()
+        self.input_shape = self._model.input_shapes[0]
+        self.input_dtype = np.dtype(np.float32)
+        self.threads = threads
+        self.kernel = self._model.kernel  # the set in use: scalar, avx2 or avx512
+        self._profiling = profile
+
+    def set_input(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape not in (self.input_shape, self.input_shape[1:]):
+            raise BenchError(
+                f"input of shape {tuple(x.shape)} does not fit the model's input {self.input_shape} "
+                "(the native runtime is timed one sample at a time)"
+            )
+        self._model.set_input(x)
+
+    def invoke(self) -> None:
+        self._model.invoke()
+
+    def output(self) -> np.ndarray:
+        return self._model.output()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._model.run(np.asarray(x, dtype=np.float32))
+
+    def reset_profile(self) -> None:
+        if self._profiling:
+            self._model.reset_profile()
+
+    def profile(self) -> list[dict[str, Any]] | None:
+        """Per-op times from the library (``EBNN_LOAD_PROFILE``) since the last reset, slowest first."""
+        if not self._profiling:
+            return None
+        rows = [
+            {"op": op.type, "node": op.name or f"op {op.index}", "total_us": 1000 * op.total_ms,
+             "count": op.calls, "mean_us": 1000 * op.mean_ms}
+            for op in self._model.profile()
+        ]  # fmt: skip
+        return sorted(rows, key=lambda row: -row["total_us"])
+
+
 def summarize_ort_profile(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-node totals of ONNX Runtime's kernel events, slowest first."""
     nodes: dict[str, dict[str, Any]] = {}
@@ -414,13 +513,16 @@ def load_engine(
     lce_kernel: str = "default",
     xnnpack: bool = True,
     profile_dir: str | None = None,
+    native_kernel: str = "auto",
 ) -> Engine:
-    """Load a .tflite or .onnx model (path or bytes) into the runtime that runs it.
+    """Load a .tflite, .onnx or .ebnn model (path or bytes) into the runtime that runs it.
 
-    ``runtime="auto"`` picks "lce" for models with LCE ops, "litert" for other .tflite files and
-    "onnxruntime" for .onnx. ``lce_kernel`` selects LCE's binary conv kernel (default, indirect
-    BGEMM, or the reference loops); ``xnnpack`` toggles TFLite's XNNPACK delegate (lce, litert).
-    ``profile_dir`` turns on per-op profiling where the runtime has it (onnxruntime).
+    ``runtime="auto"`` picks "lce" for models with LCE ops, "litert" for other .tflite files,
+    "onnxruntime" for .onnx and "native" for .ebnn ("native" also runs a .tflite, translated).
+    ``lce_kernel`` selects LCE's binary conv kernel (default, indirect BGEMM, or the reference
+    loops); ``xnnpack`` toggles TFLite's XNNPACK delegate (lce, litert); ``native_kernel`` the native
+    runtime's kernel set. ``profile_dir`` turns on per-op profiling where the runtime has it
+    (onnxruntime writes its trace there; native times every op).
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise BenchError(f"threads must be an integer >= 1, got {threads!r}", parameter="threads")
@@ -432,5 +534,7 @@ def load_engine(
         return LceEngine(content, threads, lce_kernel, xnnpack)
     if runtime == "litert":
         return LiteRtEngine(content, threads, xnnpack)
+    if runtime == "native":
+        return NativeEngine(content, threads, native_kernel, profile=bool(profile_dir))
     # From its path, so that ONNX Runtime finds weights stored in external data files next to it.
     return OnnxRuntimeEngine(name if name != "<bytes>" else content, threads, profile_dir)

@@ -72,17 +72,25 @@ def new_record(model: str, runtime: str, threads: int, kernel: str | None, xnnpa
                runs: int, warmup: int, device: str = "host", emulated: bool = False) -> dict[str, Any]:  # fmt: skip
     """A record with every schema field, the measured ones still None (status "error" until done).
 
-    ``kernel`` is kept for the LCE runtimes only and ``xnnpack`` for the TFLite ones (null otherwise).
+    ``kernel`` is kept for the LCE runtimes (their binary conv kernel) and the native one (its
+    kernel set: the requested one, replaced by the set in use once measured); ``xnnpack`` for the
+    TFLite ones (null otherwise).
     """
     path = Path(model)
     lce = runtime in ("lce", "lce_benchmark_model")
+    if lce:
+        kernel = kernel or "default"
+    elif runtime == "native":
+        kernel = kernel if kernel in engines.NATIVE_KERNELS else "auto"
+    else:
+        kernel = None
     return {
         "model": str(model),
         "model_name": path.stem,
         "runtime": runtime,
         "runtime_version": engines.runtime_version(runtime) if runtime in engines.RUNTIMES else None,
         "threads": threads,
-        "kernel": (kernel or "default") if lce else None,
+        "kernel": kernel,
         "xnnpack": xnnpack if lce or runtime == "litert" else None,
         "runs": runs,
         "warmup": warmup,

@@ -2,8 +2,10 @@
 
 ``verify(reference, candidate, inputs, labels=None)`` runs NCHW float32 ``inputs`` through two
 model files (or their bytes): an ``.onnx`` in ONNX Runtime, a ``.tflite`` in the LCE interpreter
-(which runs stock TFLite ops too; LiteRT where LCE is not installed). A .tflite takes the same
-inputs transposed to NHWC, as the converter makes it. Both run through ``runtime.engines``, so
+(which runs stock TFLite ops too; LiteRT where LCE is not installed), a native ``.ebnn`` in the
+native runtime. ``candidate_runtime="native"`` runs a candidate .tflite in the native runtime too
+(translated on load). A .tflite or .ebnn takes the same inputs transposed to NHWC, as the
+converter makes it. Both run through ``runtime.engines``, so
 verification never imports TensorFlow. A tiny ONNX model checked against itself:
 
     >>> import numpy as np
@@ -124,15 +126,25 @@ def _batched(engine: engines.Engine, inputs: np.ndarray) -> np.ndarray:
     return np.concatenate(outputs).reshape(len(inputs), -1)
 
 
-def run_model(model: ModelSource, inputs: np.ndarray) -> np.ndarray:
-    """The outputs ``[N, -1]`` of a model for NCHW float32 ``inputs`` (NHWC for a .tflite, inside)."""
+def run_model(model: ModelSource, inputs: np.ndarray, runtime: str = "auto") -> np.ndarray:
+    """The outputs ``[N, -1]`` of a model for NCHW float32 ``inputs`` (NHWC for a .tflite/.ebnn, inside).
+
+    ``runtime``: "auto" (ONNX Runtime, LCE or LiteRT, native for .ebnn) or the runtime of a .tflite
+    ("lce", "litert", "native").
+    """
     content, name = _bytes_of(model)
-    kind = engines.model_kind(content, name)  # a native .ebnn model gets its branch here with its engine
+    kind = engines.model_kind(content, name)
     if kind == "onnx":
         engine = engines.load_engine(_with_input_sizes(content, inputs.shape), "onnxruntime")
         return _batched(engine, inputs)
-    read_tflite(content)  # a clear error (naming the file) for a corrupt one before the interpreter sees it
-    engine = engines.load_engine(content, tflite_runtime(), threads=1, xnnpack=False)
+    if kind == "ebnn" or runtime == "native":
+        engine = engines.load_engine(content, "native", threads=1)
+    else:
+        read_tflite(
+            content
+        )  # a clear error (naming the file) for a corrupt one before the interpreter sees it
+        engine = engines.load_engine(content, tflite_runtime() if runtime == "auto" else runtime, threads=1,
+                                     xnnpack=False)  # fmt: skip
     if inputs.ndim == 4:
         inputs = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1))
     if tuple(inputs.shape[1:]) != engine.input_shape[1:]:
@@ -179,6 +191,7 @@ def verify(
     *,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     rtol: float = DEFAULT_RTOL,
+    candidate_runtime: str = "auto",
 ) -> VerifyResult:
     """Compare ``candidate`` with ``reference`` on NCHW float32 ``inputs`` (see the module docstring)."""
     if not 0.0 <= min_agreement <= 1.0:
@@ -194,7 +207,8 @@ def verify(
         if labels.shape != (len(inputs),):
             raise BenchError(f"labels must have one entry per input ({len(inputs)}), got shape "
                              f"{list(labels.shape)}", parameter="labels")  # fmt: skip
-    reference_out, candidate_out = run_model(reference, inputs), run_model(candidate, inputs)
+    reference_out = run_model(reference, inputs)
+    candidate_out = run_model(candidate, inputs, candidate_runtime)
     if reference_out.shape != candidate_out.shape:
         raise BenchError(
             f"the reference gives outputs of shape {list(reference_out.shape)}, the candidate "

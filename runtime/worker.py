@@ -8,7 +8,9 @@ this host it runs from the installed package; on a device from a folder that hol
     cd /tmp/edgebnn-bench.XXXX && python3 -m runtime.worker model.tflite --runtime litert --threads 4 --runs 100
 
 It needs only the standard library, numpy and the runtime's own package (onnxruntime,
-ai-edge-litert, or larq-compute-engine). What it measures, like TFLite's ``benchmark_model``:
+ai-edge-litert, or larq-compute-engine; for ``native`` the library ``libedgebnn.so``, shipped as
+``runtime/native/libedgebnn.so`` next to its binding when it is built for the device's
+architecture). What it measures, like TFLite's ``benchmark_model``:
 load/init time (model bytes -> ready interpreter), the first inference, then ``--warmup`` untimed
 and ``--runs`` timed invocations (``time.perf_counter_ns`` around ``invoke`` only, garbage
 collector off), and the resident memory before the load, after it, and at its peak (``VmHWM`` of
@@ -48,8 +50,12 @@ FAULT_ENV = "EDGEBNN_WORKER_FAULT"
 # the benchmark copies to a device. tests/runtime/test_worker.py checks it against the imports.
 WORKER_FILES = (
     "runtime/__init__.py", "runtime/errors.py", "runtime/engines.py", "runtime/record.py", "runtime/worker.py",
+    "runtime/translate.py", "runtime/native/__init__.py",
     "formats/__init__.py", "formats/errors.py", "formats/files.py", "formats/kinds.py", "formats/tflite.py",
+    "formats/ebnn.py", "formats/metadata.py",
 )  # fmt: skip
+# The native runtime's library in the flat layout its binding also looks for (runtime/native/__init__.py).
+WORKER_LIBRARY = "runtime/native/libedgebnn.so"
 
 
 def package_root() -> Path:
@@ -57,10 +63,15 @@ def package_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def worker_files() -> dict[str, Path]:
-    """``WORKER_FILES`` -> where each one is on this machine."""
+def worker_files(architecture: str | None = None) -> dict[str, Path]:
+    """``WORKER_FILES`` -> where each one is on this machine, plus ``WORKER_LIBRARY`` when the native
+    library is built for ``architecture`` (``platform.machine()`` names; default: this machine's)."""
     root = package_root()
-    return {name: root / name for name in WORKER_FILES}
+    files = {name: root / name for name in WORKER_FILES}
+    library = root / "runtime" / "native" / "build" / (architecture or platform.machine()) / "libedgebnn.so"
+    if library.is_file():
+        files[WORKER_LIBRARY] = library
+    return files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +187,7 @@ def measure(
     device: str = "host",
     emulated: bool = False,
     output_path: str | None = None,
+    native_kernel: str = "auto",
 ) -> dict[str, Any]:
     """Load ``model`` and time it; returns one benchmark record. Raises BenchError on bad input."""
     if runs < 1:
@@ -184,7 +196,8 @@ def measure(
         raise BenchError(f"warmup must be >= 0, got {warmup}", parameter="warmup")
     content, name = engines.read_model(model)
     runtime = engines.check_runtime(content, name, runtime)
-    record = new_record(model, runtime, threads, lce_kernel, xnnpack, runs, warmup, device, emulated)
+    kernel = native_kernel if runtime == "native" else lce_kernel
+    record = new_record(model, runtime, threads, kernel, xnnpack, runs, warmup, device, emulated)
 
     start = time.perf_counter_ns()
     engines.import_runtime(runtime)
@@ -195,10 +208,13 @@ def measure(
     profile_dir = tempfile.mkdtemp(prefix="edgebnn-profile-") if profile else None
     start = time.perf_counter_ns()
     source = model if runtime == "onnxruntime" else content  # ONNX from its path: external data files
-    engine = engines.load_engine(source, runtime, threads, lce_kernel, xnnpack, profile_dir=profile_dir)
-    record["load_ms"] = _ms(start, time.perf_counter_ns())
+    engine = engines.load_engine(source, runtime, threads, lce_kernel, xnnpack, profile_dir=profile_dir,
+                                 native_kernel=native_kernel)  # fmt: skip
+    record["load_ms"] = _ms(start, time.perf_counter_ns())  # native .tflite: the translation included
     record["rss_after_load_mb"] = rss_mb()
     record["runtime_version"] = engine.version
+    if runtime == "native":
+        record["kernel"] = engine.kernel  # the set auto chose: scalar, avx2, avx512
 
     fault = os.environ.get(FAULT_ENV)
     if fault == "crash":
@@ -234,6 +250,7 @@ def measure(
     try:
         for _ in range(warmup):
             invoke()
+        engine.reset_profile()  # the per-op profile covers the timed runs only (native)
         for i in range(runs):
             start = clock()
             invoke()
@@ -257,13 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.worker", description="Time one model with one runtime; print one JSON record."
     )
-    parser.add_argument("model", nargs="?", help="the .tflite or .onnx file (omit with --system)")
+    parser.add_argument("model", nargs="?", help="the .tflite, .onnx or .ebnn file (omit with --system)")
     parser.add_argument("--system", action="store_true", help="print this machine's facts as JSON instead")
     parser.add_argument("--runtime", default="auto", choices=("auto", *engines.RUNTIMES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--lce-kernel", default="default", choices=engines.LCE_KERNELS)
+    parser.add_argument("--native-kernel", default="auto", choices=engines.NATIVE_KERNELS,
+                        help="kernel set of the native runtime (auto: EDGEBNN_NATIVE_KERNEL, else the best)")  # fmt: skip
     parser.add_argument("--xnnpack", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--input", default=None, help=".npy file with the input (default: seeded random)")
     parser.add_argument("--seed", type=int, default=0)
@@ -286,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         record = measure(
             args.model, args.runtime, args.threads, args.runs, args.warmup, args.lce_kernel, args.xnnpack,
             args.input, args.seed, args.profile, args.device, args.emulated, args.output,
+            native_kernel=args.native_kernel,
         )  # fmt: skip
         code = 0
     except Exception as error:  # noqa: BLE001 - every failure becomes an "error" record for the harness
@@ -293,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         if (
             runtime == "auto"
         ):  # unresolved: name the runtime the file's suffix asks for, so the record is valid
-            runtime = "onnxruntime" if args.model.endswith(".onnx") else "litert"
-        record = new_record(args.model, runtime, args.threads, args.lce_kernel, args.xnnpack,
+            suffix = Path(args.model).suffix
+            runtime = {".onnx": "onnxruntime", ".ebnn": "native"}.get(suffix, "litert")
+        kernel = args.native_kernel if runtime == "native" else args.lce_kernel
+        record = new_record(args.model, runtime, args.threads, kernel, args.xnnpack,
                             args.runs, args.warmup, args.device, args.emulated)  # fmt: skip
         message = str(error).strip().splitlines()
         user_error = getattr(error, "exit_code", None) == 2  # BenchError, FormatError

@@ -37,7 +37,7 @@ def test_pipeline_runs_every_stage_then_skips_them(
     config.write_text(TINY.format(out=out))
     assert cli_main(["pipeline", "--config", str(config)]) == 0
     for name in ("report.md", "training.png", "tradeoff.png", "bench.png", "bench.json", "verify.json",
-                 "fmnist-bnn.onnx", "fmnist-bnn-lce.tflite", "fmnist-bnn-float.tflite", "baseline/best.pt",
+                 "fmnist-bnn.onnx", "fmnist-bnn-lce.tflite", "fmnist-bnn-float.tflite", "fmnist-bnn.ebnn", "baseline/best.pt",
                  "lns/best.pt", "finetune/best.pt"):  # fmt: skip
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
@@ -46,9 +46,15 @@ def test_pipeline_runs_every_stage_then_skips_them(
     verify = json.loads((out / "verify.json").read_text())
     assert verify["samples"] == 200
     assert verify["fmnist-bnn-lce.tflite"]["agreement"] >= 0.999
+    assert verify["fmnist-bnn.ebnn"]["agreement"] == 1.0 and verify["fmnist-bnn.ebnn"]["passed"]
     bench = json.loads((out / "bench.json").read_text())
-    assert {r["runtime"] for r in bench["results"]} == {"lce", "litert", "onnxruntime"}
+    assert {r["runtime"] for r in bench["results"]} == {"lce", "litert", "onnxruntime", "native"}
     assert all(r["status"] == "ok" for r in bench["results"])
+    native = [r for r in bench["results"] if r["runtime"] == "native"]
+    assert native and all(r["kernel"] in ("scalar", "avx2", "avx512") for r in native)
+    # The report puts the native engine beside LCE's fastest kernel and the float model in LiteRT.
+    assert "The native engine against LCE and the float model" in report and "x LiteRT" in report
+    assert "binary convolutions became BCONV2D" in report
     # The benchmark is given the accuracy verified on each file (no side file is written or read) ...
     accuracy = {Path(r["model"]).name: r["accuracy"] for r in bench["results"]}
     assert accuracy["fmnist-bnn-lce.tflite"] == verify["fmnist-bnn-lce.tflite"]["accuracy"]
@@ -57,6 +63,7 @@ def test_pipeline_runs_every_stage_then_skips_them(
     # ... and each .tflite carries the ONNX model's deploy metadata itself.
     lce_meta, onnx_meta = read_metadata(out / "fmnist-bnn-lce.tflite"), read_metadata(out / "fmnist-bnn.onnx")
     assert lce_meta == onnx_meta and lce_meta.normalization and len(lce_meta.labels) == 10
+    assert read_metadata(out / "fmnist-bnn.ebnn") == onnx_meta  # and the .ebnn in its metadata section
     first_lce = (out / "fmnist-bnn-lce.tflite").stat().st_mtime_ns
 
     capsys.readouterr()

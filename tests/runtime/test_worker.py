@@ -105,7 +105,7 @@ def test_system_facts():
     done = subprocess.run([*WORKER, "--system"], capture_output=True, text=True, check=True)
     facts = json.loads(done.stdout)
     assert facts["cores"] == os.cpu_count() and facts["os_bits"] in (32, 64)
-    assert set(facts["engines"]) == {"lce", "litert", "onnxruntime"}
+    assert set(facts["engines"]) == {"lce", "litert", "onnxruntime", "native"}
 
 
 # The crash and hang paths use the worker's test-only hook EDGEBNN_WORKER_FAULT (documented in worker.py).
