@@ -31,7 +31,8 @@ from converter.errors import ConverterError
 from converter.graph import GraphInfo, ModelSource, analyze, load_onnx, prepare
 from converter.lowering import import_tensorflow, lower, native_stderr_silenced
 from converter.native import NativeLowering, lower_native
-from formats.metadata import read_onnx, write_tflite
+from formats.metadata import read_onnx
+from formats.tflite import write_deploy_metadata
 
 TARGETS = ("lce", "tflite", "native")
 
@@ -110,7 +111,7 @@ def convert_with_report(
         flatbuffer = _convert_lce(_module, function)
     else:
         flatbuffer = _convert_tflite(_module, function, int8, calibration, shape)
-    return Conversion(write_tflite(bytes(flatbuffer), meta), target, int8, info, shape)
+    return Conversion(write_deploy_metadata(bytes(flatbuffer), meta), target, int8, info, shape)
 
 
 @contextlib.contextmanager

@@ -61,7 +61,7 @@ from devices.target import Target, open_target
 from devices.transport import RemoteTimeout
 from formats.errors import FormatError
 from formats.files import check_writable, write_atomic
-from formats.metadata import read_metadata
+from formats.models import read_metadata
 from formats.tflite import read_tflite
 from runtime import engines
 from runtime.errors import BenchError

@@ -304,7 +304,7 @@ def _verify_stage(config: PipelineConfig, onnx_path: Path, tflite_paths: list[Pa
     """Each converted file (.tflite in LCE, .ebnn in the native runtime) against ONNX Runtime."""
 
     def run() -> dict[str, Any]:
-        from formats.metadata import read_metadata
+        from formats.models import read_metadata
         from runtime.verify import verify
         from trainer.data import normalized_split
 

@@ -10,6 +10,7 @@ TFLite schema code of ai_edge_litert only, each imported where it is needed).
 ``metadata``       the deploy metadata (``edgebnn.*`` keys) of ONNX, .tflite and native models
 ``tflite``         the one .tflite reader (ops, tensors, metadata buffers) and metadata writer
 ``ebnn``           the native model container (.ebnn, docs/native-format.md)
+``models``         any model file: its deploy metadata, whatever the format
 ``errors``         ``FormatError`` (exit code 2), the one error type of this package
 =================  ===========================================================================
 """

@@ -24,9 +24,10 @@ The keys (CONTRIBUTING.md, "Deploy metadata"), each optional:
 Where they live: ONNX ``metadata_props`` (one string per key: plain for strings, JSON otherwise);
 a .tflite metadata buffer named ``edgebnn`` and the metadata section of a native ``.ebnn`` model
 (both one JSON object with the keys without their ``edgebnn.`` prefix, see ``to_json``).
-``read_onnx``/``write_onnx`` and ``read_tflite``/``write_tflite`` move it in and out of those files
-(the exporter writes the ONNX entries, the converter copies them into every .tflite it makes);
-``read_metadata`` reads it from any model file.
+``read_onnx``/``write_onnx`` here, ``formats.tflite.read_deploy_metadata``/``write_deploy_metadata``
+and ``formats.ebnn`` move it in and out of those files (the exporter writes the ONNX entries, the
+converter copies them into every .tflite and .ebnn it makes); ``formats.models.read_metadata``
+reads it from any model file.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from formats.errors import FormatError
@@ -207,84 +206,3 @@ def write_onnx(model: Any, meta: DeployMetadata) -> None:
     del model.metadata_props[:]
     for key, value in [*kept, *meta.to_props().items()]:
         model.metadata_props.add(key=key, value=value)
-
-
-# --- .tflite ------------------------------------------------------------------------------------
-
-
-def read_tflite(flatbuffer: bytes, source: str = "TFLite model") -> DeployMetadata:
-    """The deploy metadata of a .tflite flatbuffer (its ``edgebnn`` buffer; empty when it has none)."""
-    from formats.tflite import metadata_buffers
-
-    content = metadata_buffers(flatbuffer, source).get(TFLITE_BUFFER_NAME)
-    return DeployMetadata.from_json(content, source) if content is not None else DeployMetadata()
-
-
-def write_tflite(flatbuffer: bytes, meta: DeployMetadata) -> bytes:
-    """``flatbuffer`` with ``meta`` as its ``edgebnn`` metadata buffer (an earlier one is replaced)."""
-    from formats.tflite import with_metadata
-
-    return with_metadata(flatbuffer, TFLITE_BUFFER_NAME, meta.to_json())
-
-
-# --- any model file -----------------------------------------------------------------------------
-
-
-def read_metadata(model: str | os.PathLike | bytes) -> DeployMetadata:
-    """The deploy metadata of a model file or its bytes, whatever its kind (formats.kinds).
-
-    ONNX: ``metadata_props`` (the weights are not loaded); .tflite: the ``edgebnn`` buffer; .ebnn:
-    its METADATA section. A model without metadata gives an empty ``DeployMetadata()``; a malformed
-    one is a FormatError.
-    """
-    from formats.kinds import kind_of_bytes
-
-    if isinstance(model, bytes | bytearray):
-        content, source = bytes(model), "model bytes"
-    else:
-        source = str(model)
-        try:
-            content = Path(model).read_bytes()
-        except OSError as error:
-            raise FormatError(f"cannot read {source}: {error.strerror or error}") from None
-    kind = kind_of_bytes(content[:8])
-    if kind == "tflite":
-        return read_tflite(content, source)
-    if kind == "onnx":
-        import onnx
-
-        try:
-            proto = onnx.load_model_from_string(content)
-        except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends
-            raise FormatError(f"{source} is not a valid ONNX model") from None
-        return read_onnx(proto, source)
-    if kind == "ebnn":
-        content = ebnn_metadata_section(content, source)
-        return DeployMetadata.from_json(content, source) if content else DeployMetadata()
-    raise FormatError(f"{source}: no deploy metadata reader for {kind or 'this kind of file'}")
-
-
-def ebnn_metadata_section(data: bytes, source: str = "ebnn model") -> bytes:
-    """The METADATA section of an ``.ebnn`` file (b"" when it has none), bounds-checked.
-
-    Only the header and the section table are read (docs/native-format.md); the whole file is
-    validated by ``formats.ebnn.read``, which this module cannot import: formats/ebnn.py imports
-    ``DeployMetadata`` from here, and the project has no import circles.
-    """
-    import struct
-
-    if len(data) < 64:
-        raise FormatError(f"{source}: truncated: {len(data)} bytes, the header alone is 64")
-    major, minor = struct.unpack_from("<HH", data, 4)
-    if major != 1:
-        raise FormatError(f"{source}: format version {major}.{minor} is not 1.x: update edgebnn")
-    file_size, count, table = struct.unpack_from("<Q", data, 16)[0], *struct.unpack_from("<IQ", data, 28)
-    if file_size > len(data) or not 1 <= count <= 64 or table + 32 * count > min(file_size, len(data)):
-        raise FormatError(f"{source}: truncated or corrupt (bad header or section table)")
-    for i in range(count):
-        kind, _, offset, size = struct.unpack_from("<IIQQ", data, table + 32 * i)
-        if kind == 5:  # METADATA
-            if offset > file_size or size > file_size - offset:
-                raise FormatError(f"{source}: the metadata section is out of bounds")
-            return bytes(data[offset : offset + size])
-    return b""

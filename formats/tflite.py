@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from formats.errors import FormatError
+from formats.metadata import TFLITE_BUFFER_NAME, DeployMetadata
 
 IDENTIFIER = b"TFL3"  # the flatbuffer file identifier of the TFLite schema, bytes 4..8
 BUFFER_ALIGNMENT = 16
@@ -270,3 +271,17 @@ def with_metadata(data: bytes, name: str, content: bytes, label: str = "TFLite m
     builder = _aligned_builder(len(data) + len(content) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=IDENTIFIER)
     return bytes(builder.Output())
+
+
+# --- deploy metadata (the ``edgebnn`` buffer, formats/metadata.py) -------------------------------
+
+
+def read_deploy_metadata(flatbuffer: bytes, source: str = "TFLite model") -> DeployMetadata:
+    """The deploy metadata of a .tflite flatbuffer (its ``edgebnn`` buffer; empty when it has none)."""
+    content = metadata_buffers(flatbuffer, source).get(TFLITE_BUFFER_NAME)
+    return DeployMetadata.from_json(content, source) if content is not None else DeployMetadata()
+
+
+def write_deploy_metadata(flatbuffer: bytes, meta: DeployMetadata, source: str = "TFLite model") -> bytes:
+    """``flatbuffer`` with ``meta`` as its ``edgebnn`` metadata buffer (an earlier one is replaced)."""
+    return with_metadata(flatbuffer, TFLITE_BUFFER_NAME, meta.to_json(), source)

@@ -75,7 +75,7 @@ def translate_tflite(content: bytes, name: str = "<bytes>") -> bytes:
         raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
     metadata = None
     try:
-        from formats.metadata import read_tflite as read_metadata
+        from formats.tflite import read_deploy_metadata as read_metadata
 
         metadata = read_metadata(content, name)
     except (FormatError, ImportError):

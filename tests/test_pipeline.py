@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgebnn.cli import main as cli_main
-from formats.metadata import read_metadata
+from formats.models import read_metadata
 
 TINY = """
 data = "synthetic"

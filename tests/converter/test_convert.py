@@ -12,8 +12,9 @@ from torch import nn
 
 from converter.audit import audit
 from converter.conversion import convert, convert_with_report
-from formats.metadata import read_metadata, write_tflite
+from formats.models import read_metadata
 from formats.tflite import read_tflite
+from formats.tflite import write_deploy_metadata as write_tflite
 from runtime.verify import INT8_MIN_AGREEMENT, INT8_RTOL, run_model, verify
 
 

@@ -33,7 +33,8 @@ from converter.embed import embed_c
 from converter.errors import ConverterError
 from edgebnn.cli import main
 from formats.ebnn import read
-from formats.metadata import read_metadata, read_onnx
+from formats.metadata import read_onnx
+from formats.models import read_metadata
 from runtime.engines import load_engine
 from runtime.native import NativeModel, library_path
 from runtime.verify import run_model

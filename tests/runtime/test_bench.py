@@ -13,7 +13,9 @@ import pytest
 from devices.bench import benchmark
 from edgebnn.cli import main
 from formats.errors import FormatError
-from formats.metadata import DeployMetadata, read_metadata, write_tflite
+from formats.metadata import DeployMetadata
+from formats.models import read_metadata
+from formats.tflite import write_deploy_metadata as write_tflite
 from runtime.errors import BenchError
 from runtime.record import merge_rounds, validate
 from runtime.report import BenchReport

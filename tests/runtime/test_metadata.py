@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from formats.errors import FormatError
-from formats.metadata import DeployMetadata, read_metadata, read_tflite, write_tflite
+from formats.metadata import DeployMetadata
+from formats.models import read_metadata
 from formats.tflite import BUFFER_ALIGNMENT, metadata_buffers
+from formats.tflite import read_deploy_metadata as read_tflite
 from formats.tflite import read_tflite as parse_tflite
+from formats.tflite import write_deploy_metadata as write_tflite
 from runtime.engines import load_engine
 
 META = DeployMetadata(model="tiny", input_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.25,) * 3,
