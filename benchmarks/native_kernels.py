@@ -10,8 +10,8 @@ kernel set of this CPU at 1 and 2 threads. The configurations are interleaved ov
 rounds and each figure is the median of its round medians (the machine may be shared). The
 roofline is a tight xor-popcount-accumulate loop on data in L1, per ISA, one thread
 (``bench_kernels roofline``). LCE's figure (44.7 G binary MAC/s, ``use_indirect_bgemm``, 1 thread,
-the 3x3 256->256 layer at 14x14) is from shared/FIELD_NOTES.md section 3: it was measured on this
-machine type, not in this run; benchmarks/native_vs_lce.py measures both side by side. The notes
+the 3x3 256->256 layer at 14x14) was measured with LCE 0.16's lce_benchmark_model in an earlier session of
+this project on this machine type, not in this run; benchmarks/native_vs_lce.py measures both side by side. Those notes
 count 231 M "binary MACs" for that layer, which has 14*14*256*256*9 = 115.6 M multiply-accumulates
 (the unit used here), so the comparison is made on time: LCE's 5.17 ms (1 thread) and 5.15 ms
 (2 threads) against ours.
@@ -38,7 +38,7 @@ from formats.ebnn import ModelBuilder  # noqa: E402
 
 NATIVE = ROOT / "runtime" / "native"
 BENCH = NATIVE / "build" / platform.machine() / "bench_kernels"
-# FIELD_NOTES section 3, LCE 0.16 use_indirect_bgemm, 3x3 256->256 at 14x14: ms at 1 and 2 threads
+# Measured earlier (not in this run): LCE 0.16 use_indirect_bgemm, 3x3 256->256 at 14x14: ms at 1 and 2 threads
 LCE_INDIRECT_MS = {1: 5.17, 2: 5.15}
 LCE_LAYER = "bconv 3x3 256->256 @14x14"
 
@@ -397,7 +397,7 @@ def main() -> int:
                 )
     print(
         "\n%roof: of the machine's best roofline (the best ISA, 1 thread); %isa: of the kernel's own ISA roofline"
-        " measured in the same process as the layer (1 thread; at 2 threads 100% means one full core).\nxLCE: LCE use_indirect_bgemm's time on this layer (FIELD_NOTES section 3,"
+        " measured in the same process as the layer (1 thread; at 2 threads 100% means one full core).\nxLCE: LCE use_indirect_bgemm's time on this layer (measured in an earlier session,"
         " 5.17 ms / 5.15 ms at 1 / 2 threads, not measured here) over ours."
     )
     if args.json:

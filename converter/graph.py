@@ -29,6 +29,7 @@ Plain ``Sign(x)`` maps 0 to 0, which no binary kernel can represent: it is conve
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,8 @@ def load_onnx(source: ModelSource) -> onnx.ModelProto:
         raise ConverterError(f"{label} is not a valid ONNX model: its graph has no nodes")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as error:
-        first_line = str(error).strip().splitlines()[0]
+    except Exception as error:  # noqa: BLE001 - ValidationError, or UnicodeDecodeError/ValueError of damaged strings
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise ConverterError(f"{label} is not a valid ONNX model: {first_line}") from None
     return model
 
@@ -83,11 +84,31 @@ def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     return inputs[0]
 
 
+# The largest input the converter accepts: 2**26 values (256 MB of float32 per batch, e.g.
+# 64 x 1024 x 1024 or 1 x 3 x 4096 x 4096). A file or --input-shape declaring more is refused before
+# anything is allocated (a hostile 10^12-element input would otherwise try to allocate terabytes).
+MAX_INPUT_ELEMENTS = 1 << 26
+
+
+def _checked_size(shape: list[int], source: str) -> list[int]:
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise ConverterError(
+            f"{source} declares an input of shape {shape} ({math.prod(shape):,} values); the converter's "
+            f"limit is {MAX_INPUT_ELEMENTS:,} values per input (converter.graph.MAX_INPUT_ELEMENTS)"
+        )
+    return shape
+
+
 def resolve_input_shape(model: onnx.ModelProto, input_shape: tuple[int, ...] | None) -> list[int]:
     """The concrete input shape: static dims from the graph, dynamic ones from ``input_shape``.
 
-    ``input_shape`` is (C, H, W) or (N, C, H, W); a dynamic batch becomes 1.
+    ``input_shape`` is (C, H, W) or (N, C, H, W); a dynamic batch becomes 1. A shape of more than
+    ``MAX_INPUT_ELEMENTS`` values is refused.
     """
+    return _resolve_input_shape(model, input_shape)
+
+
+def _resolve_input_shape(model: onnx.ModelProto, input_shape: tuple[int, ...] | None) -> list[int]:
     value = graph_input(model)
     dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in value.type.tensor_type.shape.dim]
     if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
@@ -109,14 +130,14 @@ def resolve_input_shape(model: onnx.ModelProto, input_shape: tuple[int, ...] | N
                     f"--input-shape asks for size {wanted} on axis {axis} of input '{value.name}', "
                     f"but the model fixes it to {static}"
                 )
-        return requested
+        return _checked_size(requested, f"--input-shape {','.join(map(str, input_shape))}")
     if any(d is None for d in dims[1:]):
         shown = ",".join("?" if d is None else str(d) for d in dims)
         raise ConverterError(
             f"input '{value.name}' has a dynamic shape [{shown}]; pass --input-shape "
             f"(input_shape=) with the {len(dims) - 1} non-batch sizes, e.g. 1,28,28"
         )
-    return [dims[0] or 1, *dims[1:]]
+    return _checked_size([dims[0] or 1, *dims[1:]], f"the model's input '{value.name}'")
 
 
 def prepare(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None) -> onnx.ModelProto:

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from devices import lce_benchmark
+from devices import counting, lce_benchmark, native_library
 from devices.check import probe
 from devices.errors import DevicesError
 from devices.profiles import load_profile
@@ -99,6 +99,7 @@ class Settings:
     device: str
     emulated: bool
     env: Mapping[str, str]
+    count_instructions: bool = False  # run each worker under the emulated Pi's instruction counter
 
 
 # ---- what to measure ----------------------------------------------------------------------------
@@ -253,15 +254,25 @@ class There:
     """A device: the worker's files, the models and the input copied into one temporary folder."""
 
     def __init__(self, folder: RemoteFolder, python: str, lce_tool: str | None, scratch: Path,
-                 architecture: str | None = None):  # fmt: skip
+                 architecture: str | None = None, *, markers: bool = False):  # fmt: skip
         self.folder, self.python, self.lce_tool, self.scratch = folder, python, lce_tool, scratch
         self._models: dict[int, str] = {}
         self._input: str | None = None
         self._lce_inputs: dict[int, tuple[str, str]] = {}
-        # The native library goes along when it is built for the device (e.g. make -C runtime/native
-        # CC=aarch64-linux-gnu-gcc); without it the native runtime there says `make native`.
+        # The native library goes along when it is built for the device (_open_place cross-compiles it
+        # when a native model or a count needs it); without it the native runtime there says `make native`.
         for name, path in worker_files(architecture).items():
             folder.put(path, name)
+        if markers:  # the counted worker (runtime.native.markers) around the same worker
+            folder.put(package_root() / "runtime" / "native" / "markers.py", "runtime/native/markers.py")
+
+    def counts(self, config: Config) -> str:
+        return counting.remote_count_path(self.folder.path, config.index)
+
+    def fetch_counts(self, produced: str, timed_runs: int) -> dict[str, Any]:
+        local = self.scratch / "counts.json"
+        self.folder.get(produced, local)
+        return counting.summarize(counting.parse(local.read_text()), timed_runs)
 
     def model(self, config: Config) -> str:
         if config.index not in self._models:  # the user's file name, quoted everywhere
@@ -278,7 +289,7 @@ class There:
     def lce_input(self, config: Config, path: Path) -> tuple[str, str]:
         """(input tensor name, raw file on the device) for lce_benchmark_model's --input_layer_value_files."""
         if config.index not in self._lce_inputs:
-            array = np.load(path)
+            array = np.load(path, allow_pickle=False)
             model = read_tflite(config.model)
             tensor = model.tensors[model.inputs[0]]
             if tuple(array.shape) != tensor.shape:
@@ -332,6 +343,10 @@ def measure(place: Here | There, config: Config, settings: Settings, *, input_pa
         produced = place.output(config, output) if output else None
         argv = worker_argv(place.python, model, config, settings, input_path=place.input(input_path),
                            output_path=produced)  # fmt: skip
+    counts = None
+    if settings.count_instructions and isinstance(place, There):
+        counts = place.counts(config)
+        argv = counting.counted_argv(argv, counts)
     try:
         done = place.run(argv, settings)
     except RemoteTimeout:
@@ -348,6 +363,13 @@ def measure(place: Here | There, config: Config, settings: Settings, *, input_pa
     if output and measured["status"] == "ok":
         place.collect(produced, output)
         measured["output_npy"] = str(output)
+    if counts is not None and measured["status"] == "ok" and isinstance(place, There):
+        try:
+            summary = place.fetch_counts(counts, settings.runs)
+        except DevicesError as error:
+            return measured | {"status": "error", "error": f"instruction count: {error}"}
+        measured["instructions"] = summary.pop("instructions")
+        measured["instruction_counts"] = summary
     return measured
 
 
@@ -427,8 +449,10 @@ def _input_file(data: Input, scratch: Path) -> Iterator[Path | None]:
 
 def _open_place(target: Target, scratch: Path, stack: contextlib.ExitStack, *, remote_tmp: str,
                 remote_python: str | None, lce_benchmark_binary: str | os.PathLike | None,
-                say: Callable[[str], None]) -> tuple[Here | There, dict[str, Any] | None]:  # fmt: skip
-    """Where the workers run, and the device's facts (None on this machine)."""
+                say: Callable[[str], None], native: bool = False,
+                count_instructions: bool = False) -> tuple[Here | There, dict[str, Any] | None]:  # fmt: skip
+    """Where the workers run, and the device's facts (None on this machine). ``native``: a
+    configuration runs the native runtime, whose library is then built for the device first."""
     if target.local:
         if lce_benchmark_binary is not None:
             raise DevicesError("lce_benchmark_binary is for a remote device (LCE models run in the lce "
@@ -438,6 +462,10 @@ def _open_place(target: Target, scratch: Path, stack: contextlib.ExitStack, *, r
     facts = probe(target.transport)
     if lce_benchmark_binary is not None:
         lce_benchmark.check_binary_fits(Path(lce_benchmark_binary), facts["architecture"])
+    if count_instructions:
+        counting.check_installed(target.transport)
+    if native or count_instructions:  # the markers of a count live in the native library too
+        native_library.build_library(facts["architecture"] or "unknown", log=say)
     folder = stack.enter_context(RemoteFolder(target.transport, remote_tmp))
     say(f"copying to {target.description}:{folder.path}")
     lce_tool = facts["runtimes"].get(LCE_TOOL)
@@ -445,8 +473,34 @@ def _open_place(target: Target, scratch: Path, stack: contextlib.ExitStack, *, r
         lce_tool = folder.put(lce_benchmark_binary, LCE_TOOL)
         target.transport.run(f"chmod +x {shlex.quote(lce_tool)}", timeout=60)
     python = remote_python or facts.get("python_path") or "python3"
+    if (native or count_instructions) and remote_python is None:  # the worker imports numpy
+        modules = next(
+            (p.get("modules", {}) for p in facts.get("pythons", []) if p.get("python") == python), {}
+        )
+        if not modules.get("numpy"):
+            raise DevicesError(
+                f"{target.description}: the benchmark worker needs numpy on the device and {python} has none: "
+                "run `edgebnn devices setup DEVICE --host ...` first (it installs numpy and the runtimes offline)"
+            )
     device_facts = {key: facts.get(key) for key in FACT_KEYS} | {"host": target.description}
-    return There(folder, python, lce_tool, scratch, facts.get("architecture")), device_facts
+    there = There(folder, python, lce_tool, scratch, facts.get("architecture"), markers=count_instructions)
+    return there, device_facts
+
+
+def _check_counting(target: Target, configs: list[Config]) -> None:
+    """Instruction counts need the emulated Pi's counter, one thread and a Python worker."""
+    if target.local or not target.emulated:
+        raise DevicesError(
+            f"--count-instructions works on the emulated Pi only (--device rpi4 --host emulator), not on "
+            f"{target.description}: a real CPU has no exact instruction counter here",
+            parameter="count_instructions",
+        )
+    if any(config.threads != 1 for config in configs):
+        raise DevicesError("--count-instructions needs --threads 1 (counts are taken single-threaded)",
+                           parameter="count_instructions")  # fmt: skip
+    if any(config.runtime == LCE_TOOL for config in configs):
+        raise DevicesError(f"--count-instructions cannot count {LCE_TOOL} (LCE models): convert them with "
+                           "--target native, or count the float twin", parameter="count_instructions")  # fmt: skip
 
 
 def benchmark_on(
@@ -471,6 +525,7 @@ def benchmark_on(
     remote_python: str | None = None,
     lce_benchmark_binary: str | os.PathLike | None = None,
     worker_env: Mapping[str, str] | None = None,
+    count_instructions: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
@@ -486,9 +541,12 @@ def benchmark_on(
     configs = plan(
         models, runtime, threads, lce_kernels, lce_tool=not target.local, native_kernels=native_kernels
     )
+    if count_instructions:
+        _check_counting(target, configs)
+        rounds = rounds or 1  # the count is exact: one round says it all
     rounds = min(rounds if rounds is not None else (1 if len(configs) == 1 else 3), runs)
     settings = Settings(math.ceil(runs / rounds), warmup, xnnpack, timeout_s, profile, device, target.emulated,
-                        dict(worker_env or {}))  # fmt: skip
+                        dict(worker_env or {}), count_instructions)  # fmt: skip
     outputs: dict[int, Path] = {}  # model index -> where its output is kept
     if output_dir is not None:
         for config in configs:
@@ -502,7 +560,9 @@ def benchmark_on(
         scratch = Path(folder)
         input_path = stack.enter_context(_input_file(input, scratch))
         place, device_facts = _open_place(target, scratch, stack, remote_tmp=remote_tmp, remote_python=remote_python,
-                                          lce_benchmark_binary=lce_benchmark_binary, say=say)  # fmt: skip
+                                          lce_benchmark_binary=lce_benchmark_binary, say=say,
+                                          native=any(c.runtime == "native" for c in configs),
+                                          count_instructions=count_instructions)  # fmt: skip
         failure: str | None = None  # after a lost connection or a full disk, the rest is not run
         for round_index in range(rounds):
             for i, config in enumerate(configs):
@@ -540,7 +600,7 @@ def benchmark_on(
     settings_used = {
         "runtime": runtime, "threads": list(threads), "runs": runs, "warmup": warmup, "rounds": rounds,
         "lce_kernel": list(lce_kernels), "native_kernel": list(native_kernels), "xnnpack": xnnpack,
-        "timeout_s": timeout_s, "profile": profile,
+        "timeout_s": timeout_s, "profile": profile, "count_instructions": count_instructions,
         "input": "random" if input_path is None else "array" if isinstance(input, np.ndarray) else "file",
     }  # fmt: skip
     return BenchReport(system, results, settings_used, collect_warnings(results))
@@ -577,6 +637,9 @@ def benchmark(
     ``output_dir`` keeps each model's output for ``input`` as ``<stem>.<runtime>.npy`` there (not
     from lce_benchmark_model); ``remote_python`` and ``lce_benchmark_binary`` (pushed and run for
     LCE models) are for a device; ``worker_env`` is added to each worker's environment;
+    ``count_instructions`` (the emulated Pi only, one thread) runs each worker under the QEMU
+    instruction counter (``devices.counting``) and fills the records' ``instructions`` (guest
+    instructions of one inference) and ``instruction_counts`` (the details, per op for native);
     ``on_record`` is called after every worker and ``progress`` with what happens (progress display).
     """
     if host is None:

@@ -25,7 +25,7 @@ from typing import Any
 
 RUNTIME_CHOICES = ("auto", "lce", "litert", "onnxruntime", "native")
 KERNEL_CHOICES = ("default", "indirect", "reference")
-NATIVE_KERNEL_CHOICES = ("auto", "scalar", "avx2", "avx512")
+NATIVE_KERNEL_CHOICES = ("auto", "scalar", "avx2", "avx512", "neon")
 PARAMETER_FLAGS = {"timeout_s": "--timeout"}
 
 
@@ -111,7 +111,7 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
                         help="LCE binary conv kernel(s): default, indirect, reference; e.g. default,indirect")  # fmt: skip
     parser.add_argument("--native-kernel", type=_native_kernel_list, default=("auto",),
                         help="native runtime kernel set(s): auto (EDGEBNN_NATIVE_KERNEL, else the best this "
-                        "CPU has), scalar, avx2, avx512; e.g. avx2,avx512")  # fmt: skip
+                        "CPU has), scalar, avx2, avx512, neon (aarch64); e.g. avx2,avx512")  # fmt: skip
     parser.add_argument("--xnnpack", action=argparse.BooleanOptionalAction, default=True,
                         help="TFLite's XNNPACK delegate for lce and litert (default on)")  # fmt: skip
     parser.add_argument(
@@ -122,6 +122,9 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", default=None, metavar="OUT.json", help="write the report (edgebnn-bench/1)")
     parser.add_argument("--plot", default=None, metavar="OUT.png", help="write latency (and accuracy) charts")
     parser.add_argument("--profile", action="store_true", help="per-op profile where the runtime has one")
+    parser.add_argument("--count-instructions", action="store_true",
+                        help="exact guest instructions per inference on the emulated Pi (--host emulator, "
+                        "--threads 1; QEMU plugin, see docs/devices.md): the record's `instructions`")  # fmt: skip
     remote = parser.add_argument_group("remote device (devices stage, see docs/devices.md)")
     remote.add_argument(
         "--device", default="host", metavar="NAME", help="device profile; 'host' = this machine"
@@ -165,8 +168,9 @@ def _register_devices(subparsers: argparse._SubParsersAction) -> None:
         "setup", help="install the runtimes on the device (wheels fetched on this host)"
     )
     _connection_options(setup)
-    setup.add_argument("--runtime", default="onnxruntime,litert",
-                       help="comma-separated: onnxruntime, litert (default both; numpy always)")  # fmt: skip
+    setup.add_argument("--runtime", default="onnxruntime,litert,native",
+                       help="comma-separated: onnxruntime, litert, native (default all; numpy always; native: "
+                       "the library cross-compiled on this host, shipped with each benchmark)")  # fmt: skip
     place = setup.add_mutually_exclusive_group()
     place.add_argument("--venv", default=None, metavar="DIR", help="remote venv (default ~/.edgebnn/venv)")
     place.add_argument(
@@ -294,6 +298,8 @@ def run_setup(args: argparse.Namespace) -> int:
     where = result["target"] or result["venv"]
     installed = ", ".join(f"{name} {version}" for name, version in result["runtimes"].items() if version)
     print(f"installed into {where} on {target.description}: {installed}")
+    if result.get("native_library"):
+        print(f"native runtime: {result['native_library']} (built here, shipped with each benchmark)")
     return 0
 
 
@@ -341,21 +347,34 @@ def run_emulate(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    import numpy as np
     from rich.console import Console
 
     from devices.bench import benchmark
+    from formats.files import check_writable, refuse_overwriting_inputs
     from runtime.errors import BenchError
     from runtime.record import config_label
 
     if args.device == "host" and (args.host or args.lce_benchmark_binary):
         raise BenchError("--host and --lce-benchmark-binary are for a remote device: add --device NAME")
+    # Outputs are checked before any measurement: never an input, never each other, folder exists.
+    inputs = [
+        *args.models,
+        args.input,
+        args.identity,
+        args.known_hosts,
+        args.lce_benchmark_binary,
+    ]
+    refuse_overwriting_inputs({"--json": args.json, "--plot": args.plot}, [p for p in inputs if p])
+    if args.json and args.plot:
+        refuse_overwriting_inputs({"--plot": args.plot}, [args.json])
+    for output in (args.json, args.plot):
+        if output:
+            check_writable(output)
     data: Any = "random"
     if args.input:
-        try:
-            data = np.load(args.input)
-        except (OSError, ValueError) as error:
-            raise BenchError(f"--input {args.input}: cannot read a .npy array ({error})") from None
+        from formats.arrays import load_npy
+
+        data = load_npy(args.input, "--input")  # allow_pickle=False: a pickled .npy could run code
     console = Console(stderr=True)
     with console.status("benchmarking...") as status:
         report = benchmark(
@@ -365,11 +384,16 @@ def run_bench(args: argparse.Namespace) -> int:
             runs=args.runs, warmup=args.warmup, lce_kernel=args.lce_kernel, native_kernel=args.native_kernel,
             xnnpack=args.xnnpack, input=data,
             timeout_s=args.timeout, rounds=args.rounds, profile=args.profile,
+            count_instructions=args.count_instructions,
             on_record=lambda record: status.update(f"measured {config_label(record)}: {record['status']}"),
             progress=lambda message: status.update(message),
         )  # fmt: skip
 
     report.print()
+    for record in report.results:  # exact counts, not latencies (devices.counting)
+        if record.get("instructions") is not None:
+            print(f"{config_label(record)}: {record['instructions']:,} guest instructions per inference "
+                  "(emulated Cortex-A72)")  # fmt: skip
     if args.profile:
         _print_profiles(report, Console(width=None if sys.stdout.isatty() else 170))
     if args.json:

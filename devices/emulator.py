@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devices import counting
 from devices.cache import cache_dir
 from devices.errors import DevicesError
 from devices.profiles import Profile, load_profile
@@ -257,13 +258,29 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def install_counter(emulator: Emulator, *, log=print) -> bool:
+    """Install (or refresh) the instruction counter in the arm64 rootfs (``devices.counting``);
+    False, with a note, where this host lacks qemu-user or the plugin header (counting is optional)."""
+    if emulator.arch != "arm64":
+        return False
+    try:
+        counting.install(emulator.rootfs, log=log)
+    except DevicesError as error:
+        log(f"note: no instruction counter on the emulated Pi ({error})")
+        return False
+    return True
+
+
 def up(emulator: Emulator, *, port: int | None = None, log=print) -> dict[str, Any]:
-    """Start sshd inside the emulated Pi (building it first if needed); returns how to connect."""
+    """Start sshd inside the emulated Pi (building it first if needed); returns how to connect.
+    Also installs the instruction counter (``devices.counting``) when this host can build it."""
     state = read_state(emulator)
     if state and _alive(state["pid"]) and _port_open(state["port"]):
+        install_counter(emulator, log=log)
         return state
     down(emulator)  # a stale half-started one
     rootfs = build(emulator, log=log)
+    install_counter(emulator, log=log)
     profile = load_profile(emulator.name)
     home = emulator.home
     if not emulator.identity.exists():

@@ -3,7 +3,10 @@
 The wheels for the device's architecture, glibc and Python are downloaded ON THIS HOST with
 ``pip download --only-binary=:all: --platform ...`` into ``<cache>/wheels/<platform>-cp<XY>``
 (a second setup finds them there), copied to a temp folder on the device and installed with
-``pip install --no-index`` into a venv (``~/.edgebnn/venv``) or a ``--target`` folder.
+``pip install --no-index`` into a venv (``~/.edgebnn/venv``) or a ``--target`` folder. The
+``native`` runtime (edgebnn's own engine) has no wheel: its library is cross-compiled on this host
+for the device's architecture (``devices.native_library``: ``aarch64-linux-gnu-gcc`` for a 64-bit
+Pi) and travels with the benchmark worker.
 
     >>> from devices.setup import platform_tags
     >>> platform_tags("aarch64", "2.36")[:2]
@@ -22,6 +25,7 @@ from typing import Any
 from devices.cache import cache_dir
 from devices.check import REMOTE_VENV, probe
 from devices.errors import DevicesError
+from devices.native_library import build_library
 from devices.transport import Transport
 
 RUNTIME_PACKAGES = {
@@ -107,7 +111,7 @@ def _already_installed(facts: dict[str, Any], python: str, packages: list[str]) 
 def setup_device(
     transport: Transport,
     *,
-    runtimes: list[str] = ("onnxruntime", "litert"),  # type: ignore[assignment]
+    runtimes: list[str] = ("onnxruntime", "litert", "native"),  # type: ignore[assignment]
     target: str | None = None,
     venv: str | None = None,
     force: bool = False,
@@ -115,9 +119,15 @@ def setup_device(
 ) -> dict[str, Any]:
     """Download (once), push and install the runtime wheels; returns what was installed where."""
     for name in runtimes:
-        if name not in RUNTIME_PACKAGES or name == "numpy":
-            raise DevicesError(f"unknown runtime {name!r}; choose from onnxruntime, litert")
+        if name != "native" and (name not in RUNTIME_PACKAGES or name == "numpy"):
+            raise DevicesError(f"unknown runtime {name!r}; choose from onnxruntime, litert, native")
     facts = probe(transport)
+    library = None
+    if "native" in runtimes:  # before any download: a missing cross compiler is named at once
+        try:
+            library = str(build_library(facts.get("architecture") or "unknown", log=log))
+        except DevicesError as error:
+            raise DevicesError(f"{error} (or set up without it: --runtime onnxruntime,litert)") from None
     if not facts.get("python"):
         raise DevicesError(
             f"{transport.description}: no python3 on the device (sudo apt install python3 python3-venv)"
@@ -126,12 +136,12 @@ def setup_device(
         raise DevicesError(
             f"{transport.description}: python3 cannot create venvs (sudo apt install python3-venv)"
         )
-    packages = [RUNTIME_PACKAGES["numpy"], *(RUNTIME_PACKAGES[name] for name in runtimes)]
+    packages = [RUNTIME_PACKAGES["numpy"], *(RUNTIME_PACKAGES[name] for name in runtimes if name != "native")]
     venv_path = None if target is not None else (venv or f"{facts['home'] or '.'}/{REMOTE_VENV}")
     if not force and target is None and _already_installed(facts, f"{venv_path}/bin/python", packages):
         log(f"already installed in {venv_path}: {' '.join(packages)} (--force reinstalls)")
         return {"installed": [], "venv": venv_path, "target": None, "wheels": None,
-                "runtimes": facts["runtimes"], "facts": facts}  # fmt: skip
+                "runtimes": facts["runtimes"], "native_library": library, "facts": facts}  # fmt: skip
     folder = download_wheels(packages, facts["architecture"], facts["glibc"], facts["python"], log=log)
     wheels = wheel_files(folder)
     system_python = "python3"
@@ -163,4 +173,4 @@ def setup_device(
             transport.run(f"rm -rf -- {shlex.quote(tmp)}", timeout=60, check=False)
     after = probe(transport)
     return {"installed": packages, "venv": venv_path, "target": target, "wheels": str(folder),
-            "runtimes": after["runtimes"], "facts": after}  # fmt: skip
+            "runtimes": after["runtimes"], "native_library": library, "facts": after}  # fmt: skip

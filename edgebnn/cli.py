@@ -17,9 +17,12 @@ command's ``parameter_flags`` default where the two differ. Set ``EDGEBNN_DEBUG=
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 # Stage CLIs, then the cross-stage commands (which may import several stages).
 STAGE_CLIS = (
@@ -55,6 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgebnn: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        # A full disk (or quota, read-only file system) inside a library (torch's or TensorFlow's
+        # temporary files): the user's environment, not a bug. Our own writes already say which file.
+        if error.errno not in DISK_ERRNOS or os.environ.get("EDGEBNN_DEBUG"):
+            raise
+        where = f" {error.filename}" if error.filename else " a temporary file"
+        print(
+            f"edgebnn: error: cannot write{where}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as error:  # noqa: BLE001 - only errors that declare an exit code are user errors
         exit_code = getattr(error, "exit_code", None)
         if exit_code is None or os.environ.get("EDGEBNN_DEBUG"):

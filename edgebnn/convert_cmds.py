@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 QUICK_VERIFY_SAMPLES = 16
+EMBED_SUFFIXES = (".h", ".c", ".json")  # what --embed c writes next to the model (converter.embed)
 TARGET_CHOICES = ("lce", "tflite", "native")
 VERIFY_RUNTIMES = ("auto", "lce", "litert", "native")
 
@@ -158,13 +159,25 @@ def calibration_inputs(model, args, input_shape):
     if not args.calibration_data:
         raise ConverterError("--int8 needs --calibration-data (a dataset name or a .npy file of NCHW inputs)")
     if args.calibration_data.endswith(".npy"):
-        try:
-            return np.load(args.calibration_data, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as error:
-            raise ConverterError(f"cannot read calibration data {args.calibration_data}: {error}") from None
-    inputs, _ = dataset_inputs(
-        model, args.calibration_data, args.data_dir, args.calibration_samples, "train", input_shape
-    )
+        from formats.arrays import load_npy
+
+        inputs = load_npy(args.calibration_data, "--calibration-data")  # never unpickles
+        if inputs.ndim < 2 or not inputs.size:
+            raise ConverterError(
+                f"--calibration-data {args.calibration_data}: expected a non-empty numeric array of NCHW "
+                f"inputs, got {inputs.dtype} {list(inputs.shape)}"
+            )
+        inputs = inputs.astype(np.float32)
+    else:
+        inputs, _ = dataset_inputs(
+            model, args.calibration_data, args.data_dir, args.calibration_samples, "train", input_shape
+        )
+    if not np.isfinite(inputs).all():
+        # The int8 calibrator aborts the whole process (SIGABRT) on NaN or infinity: refuse first.
+        raise ConverterError(
+            f"--calibration-data {args.calibration_data}: holds NaN or infinite values "
+            f"({int((~np.isfinite(inputs)).sum())} of {inputs.size}); calibration needs finite inputs"
+        )
     return inputs
 
 
@@ -226,7 +239,19 @@ def run_convert(args: argparse.Namespace) -> int:
     from runtime.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
 
     output = check_writable(args.output)
-    refuse_overwriting_inputs({"-o": output}, [args.model])
+    inputs = [args.model] + (
+        [args.calibration_data] if (args.calibration_data or "").endswith(".npy") else []
+    )
+    refuse_overwriting_inputs({"-o": output}, inputs)
+    if args.embed == "c":  # NAME.h, NAME.c and NAME.json are outputs too
+        embedded = {
+            f"--embed c ({output.stem}{ext})": output.with_name(output.stem + ext) for ext in EMBED_SUFFIXES
+        }
+        refuse_overwriting_inputs(embedded, inputs)
+        for path in embedded.values():
+            check_writable(path)
+    if args.calibration_samples < 1:
+        raise ConverterError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     target = args.target or ("native" if output.suffix == ".ebnn" else "lce")
     if output.suffix == ".ebnn" and target != "native":
         raise ConverterError(f"-o {output}: an .ebnn file is written by --target native, not {target}")
@@ -240,6 +265,15 @@ def run_convert(args: argparse.Namespace) -> int:
     input_shape = parse_shape(args.input_shape)
     model = load_model(args.model)
     calibration = calibration_inputs(model, args, input_shape) if args.int8 else None
+    if calibration is not None:
+        from converter.graph import resolve_input_shape
+
+        wanted = resolve_input_shape(model, input_shape)[1:]
+        if list(calibration.shape[1:]) != list(wanted):  # the calibrator would abort on a mismatch
+            raise ConverterError(
+                f"--calibration-data {args.calibration_data}: inputs of shape {list(calibration.shape[1:])} "
+                f"do not fit the model's input {list(wanted)} (NCHW without the batch)"
+            )
     console = wide_console()
     with console.status("converting"):
         conversion = convert_with_report(
@@ -300,16 +334,25 @@ def run_verify(args: argparse.Namespace) -> int:
     from converter.graph import load_onnx
     from runtime.verify import DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, INT8_MIN_AGREEMENT, INT8_RTOL, verify
 
+    # Every option is checked before any model is loaded or run.
+    if args.random is not None and args.random < 1:
+        raise ConverterError(f"--random must be >= 1 (random inputs), got {args.random}")
+    if args.n < 1:
+        raise ConverterError(f"--n must be >= 1 (test images), got {args.n}")
+    if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
+        raise ConverterError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
+    if args.rtol is not None and not args.rtol > 0:  # also refuses NaN
+        raise ConverterError(f"--rtol must be positive, got {args.rtol}")
+    input_shape = parse_shape(args.input_shape)
     model = load_onnx(args.onnx)
     tflite, kind = read_converted(args.tflite)
     if kind == "ebnn" and args.runtime not in ("auto", "native"):
         raise ConverterError(f"{args.tflite} is a native .ebnn model: it runs in --runtime native only")
-    input_shape = parse_shape(args.input_shape)
     labels = None
     if args.data:
         inputs, labels = dataset_inputs(model, args.data, args.data_dir, args.n, "test", input_shape)
     else:
-        inputs = random_inputs(model, input_shape, args.random or 64, args.seed)
+        inputs = random_inputs(model, input_shape, 64 if args.random is None else args.random, args.seed)
     int8 = kind == "tflite" and is_int8(tflite)
     min_agreement = (
         args.min_agreement

@@ -42,7 +42,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--top", type=int, default=15, help="ops shown in the breakdown, slowest first (0: all)"
     )
+    parser.add_argument("--input-shape", help="C,H,W (or N,C,H,W) for an .onnx model with dynamic sizes")
+    parser.add_argument("--counts", metavar="BENCH.json",
+                        help="a report of `edgebnn bench ... --host emulator --count-instructions --json`: its "
+                        "exact instruction counts are shown beside the estimate")  # fmt: skip
     parser.set_defaults(func=run)
+
+
+def read_counts(path: str) -> list[dict[str, Any]]:
+    """The counted records of an edgebnn-bench/1 report: [{label, instructions, engine, runtime}] (BenchError)."""
+    from runtime.errors import BenchError
+    from runtime.record import config_label
+
+    try:
+        report = json.loads(Path(path).read_text())
+        records = report["results"] if isinstance(report, dict) else None
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as error:
+        raise BenchError(f"--counts {path}: not an edgebnn bench report ({error})") from None
+    if not isinstance(records, list):
+        raise BenchError(f"--counts {path}: not an edgebnn bench report (no results list)")
+    found = []
+    for record in records:
+        count = record.get("instructions") if isinstance(record, dict) else None
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            details = record.get("instruction_counts") or {}
+            found.append({"label": config_label(record), "runtime": record.get("runtime"),
+                          "instructions": count, "engine_instructions": details.get("engine_instructions")})  # fmt: skip
+    if not found:
+        raise BenchError(f"--counts {path}: no instruction counts in it (bench with --count-instructions)")
+    return found
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -84,7 +112,7 @@ def _cost_table(name: str) -> dict:
     return table if isinstance(table, dict) else {}
 
 
-def model_flatbuffer(model: str) -> bytes:
+def model_flatbuffer(model: str, input_shape: tuple[int, ...] | None = None) -> bytes:
     """The .tflite bytes of MODEL: a file as is, an .onnx converted, a zoo name built (cached)."""
     from runtime.errors import BenchError
 
@@ -93,10 +121,14 @@ def model_flatbuffer(model: str) -> bytes:
         if not path.is_file():
             raise BenchError(f"model file not found: {path}")
         if path.suffix.lower() == ".tflite":
+            if input_shape is not None:
+                raise BenchError(f"--input-shape is for .onnx models; {path} has its shapes fixed")
             return path.read_bytes()
         from converter.conversion import convert
 
-        return convert(str(path))
+        return convert(str(path), input_shape=input_shape)
+    if input_shape is not None:
+        raise BenchError("--input-shape is for .onnx models; a zoo model has its own input shape")
     from edgebnn.zoo_graph import zoo_graph
     from trainer.zoo import MODELS
 
@@ -211,17 +243,35 @@ def estimate_document(result, model_label: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgebnn.convert_cmds import parse_shape
+    from formats.files import check_writable, refuse_overwriting_inputs, write_atomic
     from runtime.errors import BenchError
     from runtime.estimate import estimate, read_tflite_ops
 
+    # Every option and the output first, before any conversion work.
     if args.threads < 1:
         raise BenchError(f"--threads must be at least 1, not {args.threads}")
-    cost_model = load_cost_model(args.device, args.device_file)  # device errors first: they are cheap
-    result = estimate(read_tflite_ops(model_flatbuffer(args.model)), cost_model, args.threads)
-    print_estimate(result, args.model, args.top)
+    if args.top < 0:
+        raise BenchError(f"--top must be >= 0 (0: all ops), got {args.top}")
+    input_shape = parse_shape(args.input_shape)
     if args.json:
-        from formats.files import write_atomic
-
+        inputs = [p for p in (args.model, args.device_file, args.counts) if p and Path(p).exists()]
+        refuse_overwriting_inputs({"--json": args.json}, inputs)
+        check_writable(args.json)
+    counts = read_counts(args.counts) if args.counts else None
+    cost_model = load_cost_model(args.device, args.device_file)  # device errors first: they are cheap
+    label = (
+        args.model if Path(args.model).suffix.lower() in (".tflite", ".onnx") else f"zoo model {args.model}"
+    )
+    ops = read_tflite_ops(model_flatbuffer(args.model, input_shape), source=label)
+    result = estimate(ops, cost_model, args.threads)
+    print_estimate(result, args.model, args.top)
+    for found in counts or []:  # measured, exact, on the emulated core: a count, not a latency
+        print(f"counted on the emulated Cortex-A72: {found['label']}: {found['instructions']:,} instructions "
+              f"per inference ({found['instructions'] / 1e6:.1f} M)")  # fmt: skip
+    if args.json:
         document = estimate_document(result, args.model)
+        if counts:
+            document["instructions"] = counts
         write_atomic(args.json, (json.dumps(document, indent=2) + "\n").encode())
     return 0

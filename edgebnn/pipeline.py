@@ -52,30 +52,35 @@ class TrainSettings:
     optimizer: str = "adam"
     schedule: str = "cosine"
     batch_size: int = 128
-    warmup_mapping_epochs: int = 0
+    warmup_mapping_epochs: int = 0  # LNS only: mapping-only epochs on data before the joint epochs
+    warmup_mapping_steps: int | None = None  # LNS only: data-free warm-up cap (None: the trainer's)
+
+
+# The layouts come from a measured accuracy/cost frontier (docs/training.md, "Layouts"): a max-pool
+# after the stem quarters the cost of every binary conv; two binary blocks per stage keep accuracy.
+DEMO_LAYOUT = {"width": 64, "blocks": [2, 2], "stem_pool": True}  # 33 M MACs per image
+FULL_LAYOUT = {"width": 96, "blocks": [2, 2], "stem_pool": True}  # 74 M MACs per image
 
 
 @dataclass
 class PipelineConfig:
-    """Defaults are the 15-minute demo on 2 CPU cores; ``full()`` is the complete study's budget."""
+    """Defaults are the 15-minute demo on 2 CPU cores; ``full()`` is the full recipe's budget."""
 
     out: str = "runs/demo"
     data: str = "fashion-mnist"
     data_dir: str | None = None
     model: str = "fmnist-bnn"
-    # The demo trains a half-width fmnist-bnn on 15,000 images: a full-width epoch over all 55,000
-    # takes ~14 minutes on 2 cores (docs/training.md), this one ~1 minute.
-    model_options: dict[str, Any] | None = field(default_factory=lambda: {"width": 32})
-    subset: int | None = 15000
+    model_options: dict[str, Any] | None = field(default_factory=lambda: dict(DEMO_LAYOUT))
+    subset: int | None = None  # all 55,000 training images
     val_size: int | None = 5000
-    augment: bool | None = False  # crop+flip pays off only over many epochs (docs/training.md); None = on
+    augment: bool | None = None  # None = the trainer's default (crop + flip for Fashion-MNIST)
 
     seed: int = 0
     threads: int | None = None
-    baseline: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=3, lr=2e-3))
-    finetune: TrainSettings = field(
-        default_factory=lambda: TrainSettings(epochs=2, lr=2e-4, warmup_mapping_epochs=1)
-    )
+    baseline: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=7, lr=2e-3))
+    # LNS and the control fine-tune for the same joint epochs from the same baseline; LNS first
+    # warms its mapping networks up without data (seconds), so neither gets extra epochs.
+    finetune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1, lr=2e-4))
     alpha: float = 1.0
     rho: float = 0.005
     mapping_lr: float = 1e-3  # the fresh LNS mapping networks learn at this LR (trainer/train.py)
@@ -90,11 +95,9 @@ class PipelineConfig:
     def full(cls, **overrides: Any) -> PipelineConfig:
         config = cls(
             out="runs/full",
-            model_options=None,
-            subset=None,
-            augment=None,
-            baseline=TrainSettings(epochs=15, lr=2e-3),
-            finetune=TrainSettings(epochs=10, lr=2e-4, warmup_mapping_epochs=2),
+            model_options=dict(FULL_LAYOUT),
+            baseline=TrainSettings(epochs=28, lr=2e-3),
+            finetune=TrainSettings(epochs=2, lr=2e-4),
             bench_runs=200,
         )
         return dataclasses.replace(config, **overrides)
@@ -129,7 +132,9 @@ class PipelineConfig:
                     )
                 changes[key] = dataclasses.replace(settings, **value)
             elif key == "bench_threads":
-                changes[key] = tuple(int(v) for v in value)
+                if not isinstance(value, list | tuple) or not all(_is_int(v) for v in value):
+                    raise PipelineError(f"{source}: bench_threads must be a list of integers, got {value!r}")
+                changes[key] = tuple(value)
             else:
                 changes[key] = value
         config = dataclasses.replace(self, **changes)
@@ -137,7 +142,74 @@ class PipelineConfig:
             raise PipelineError(f"{source}: deploy must be 'lns' or 'finetune', got {config.deploy!r}")
         if config.deploy == "finetune" and not config.control:
             raise PipelineError(f"{source}: deploy = 'finetune' needs control = true")
+        check_config(config, source)
         return config
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Key -> (test, what it must be). Checked when a config is read, before any stage runs (issue 15:
+# bench_runs = -5 used to be refused only after training, verify_samples = -1 silently verified 199).
+_TOP_LEVEL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "out": (lambda v: isinstance(v, str) and bool(v), "a folder path"),
+    "data": (lambda v: isinstance(v, str) and bool(v), "a dataset name"),
+    "data_dir": (lambda v: v is None or isinstance(v, str), "a folder path"),
+    "model": (lambda v: isinstance(v, str) and bool(v), "a zoo model name"),
+    "model_options": (lambda v: v is None or isinstance(v, dict), "a table such as { width = 32 }"),
+    "subset": (lambda v: v is None or (_is_int(v) and v >= 2), "an integer >= 2"),
+    "val_size": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
+    "augment": (lambda v: v is None or isinstance(v, bool), "true or false"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "threads": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1"),
+    "alpha": (lambda v: _is_number(v) and 0 <= v < float("inf"), "a number >= 0"),
+    "rho": (lambda v: _is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)"),
+    "mapping_lr": (lambda v: _is_number(v) and 0 < v < float("inf"), "a positive number"),
+    "control": (lambda v: isinstance(v, bool), "true or false"),
+    "verify_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "bench_threads": (
+        lambda v: isinstance(v, tuple) and bool(v) and all(_is_int(t) and t >= 1 for t in v),
+        "a non-empty list of thread counts >= 1",
+    ),
+    "bench_runs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "bench_warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+}
+_STAGE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "lr": (lambda v: _is_number(v) and 0 < v < float("inf"), "a positive number"),
+    "optimizer": (lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
+    "schedule": (lambda v: v in ("cosine", "step"), "'cosine' or 'step'"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "warmup_mapping_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "warmup_mapping_steps": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
+}
+
+
+def check_config(config: PipelineConfig, source: str = "config") -> None:
+    """PipelineError naming the key unless every value has its type and range; then the trainer's
+    and the zoo's own checks (the model options) — all before any stage runs."""
+    for key, (test, wanted) in _TOP_LEVEL_RULES.items():
+        if not test(getattr(config, key)):
+            raise PipelineError(f"{source}: {key} must be {wanted}, got {getattr(config, key)!r}")
+    for table in ("baseline", "finetune"):
+        settings = getattr(config, table)
+        for key, (test, wanted) in _STAGE_RULES.items():
+            if not test(getattr(settings, key)):
+                raise PipelineError(
+                    f"{source}: [{table}] {key} must be {wanted}, got {getattr(settings, key)!r}"
+                )
+    from trainer.errors import TrainerError
+    from trainer.zoo import check_model_options
+
+    try:
+        check_model_options(config.model, config.model_options)
+    except TrainerError as error:
+        raise PipelineError(f"{source}: model_options: {error}") from None
 
 
 # --- stage bookkeeping --------------------------------------------------------------------------
@@ -243,6 +315,7 @@ def _train_stage(
             "best_val_acc": result.best_val_acc,
             "test_acc": result.best_test_acc,
             "history": result.history,
+            "mapping_warmup": result.mapping_warmup,
         }
 
     return Stage(
@@ -253,6 +326,7 @@ def _train_stage(
             if options.get("warmup_mapping_epochs")
             else ""
         )
+        + (", data-free mapping warm-up first" if options.get("binarizer") == "lns" else "")
         + ")",
         outputs=[run_dir / "best.pt", run_dir / "metrics.jsonl"],
         inputs=[init] if init else [],
@@ -394,7 +468,9 @@ def run_pipeline(config: PipelineConfig) -> Path:
     verify_json = out / "verify.json"
     init = str(baseline_dir / "best.pt")
     finetune = config.finetune
-    common = {"init": init, "warmup_mapping_epochs": finetune.warmup_mapping_epochs}
+    lns_options: dict[str, Any] = {"warmup_mapping_epochs": finetune.warmup_mapping_epochs}
+    if finetune.warmup_mapping_steps is not None:
+        lns_options["warmup_mapping_steps"] = finetune.warmup_mapping_steps
 
     stages = [_train_stage(config, "baseline", config.baseline, baseline_dir, binarizer="ste")]
     stages.append(
@@ -407,18 +483,15 @@ def run_pipeline(config: PipelineConfig) -> Path:
             alpha=config.alpha,
             rho=config.rho,
             mapping_lr=config.mapping_lr,
-            **common,
+            init=init,
+            **lns_options,
         )
     )
     if config.control:
-        # Plain fine-tuning: the same schedule with the sign(W) binarizer. It has no mapping network to
-        # warm up, so it trains its warm-up epochs jointly as well: the same budget in epochs.
-        epochs = finetune.epochs + finetune.warmup_mapping_epochs
-        stages.append(
-            _train_stage(
-                config, "finetune", finetune, finetune_dir, binarizer="ste", init=init, epochs=epochs
-            )
-        )
+        # Plain fine-tuning: the sign(W) binarizer with the same joint epochs, schedule, seed and data
+        # order from the same baseline. A mapping warm-up (on data or not) changes only LNS's mapping
+        # networks, so the control gets no extra epochs for it: equal joint steps (issue 14).
+        stages.append(_train_stage(config, "finetune", finetune, finetune_dir, binarizer="ste", init=init))
     deploy_dir = lns_dir if config.deploy == "lns" else finetune_dir
     stages += [
         _export_stage(deploy_dir / "best.pt", onnx_path),

@@ -37,5 +37,44 @@ def _run(args: argparse.Namespace) -> int:
     )
     if config.threads is not None and config.threads < 1:
         raise PipelineError("--threads must be >= 1")
+    _refuse_inputs_in_outputs(config, args.config)
     run_pipeline(config)
     return 0
+
+
+# What the pipeline replaces under its run folder: the training folders are deleted and rewritten
+# when their settings change, the rest are files it writes (edgebnn.pipeline, edgebnn.report).
+REPLACED_FOLDERS = ("baseline", "lns", "finetune", ".stages")
+WRITTEN_FILES = ("report.md", "verify.json", "bench.json", "bench.png", "training.png", "tradeoff.png")
+
+
+def _refuse_inputs_in_outputs(config, config_file: str | None) -> None:
+    """PipelineError when the config file or the dataset lies where the pipeline writes or deletes."""
+    import os
+    from pathlib import Path
+
+    from edgebnn.pipeline import PipelineError
+    from formats.errors import FormatError
+    from formats.files import refuse_overwriting_inputs
+
+    out = Path(config.out)
+    inputs = {"--config": config_file, "data_dir": config.data_dir}
+    for label, path in inputs.items():
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        for folder in REPLACED_FOLDERS:
+            replaced = os.path.realpath(out / folder)
+            if real == replaced or real.startswith(replaced + os.sep):
+                raise PipelineError(
+                    f"{label} {path} lies inside {out / folder}, which the pipeline deletes and rewrites: "
+                    "move it or choose another --out"
+                )
+    names = [*WRITTEN_FILES, f"{config.model}.onnx", f"{config.model}-lce.tflite"]
+    names += [f"{config.model}-float.tflite", f"{config.model}.ebnn"]
+    try:
+        refuse_overwriting_inputs(
+            {f"the pipeline's {name}": out / name for name in names}, [p for p in [config_file] if p]
+        )
+    except FormatError as error:
+        raise PipelineError(str(error)) from None

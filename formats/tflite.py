@@ -117,9 +117,12 @@ def _corrupt(label: str, error: Exception | None = None) -> FormatError:
     return FormatError(f"{label} is a corrupt or truncated TFLite flatbuffer{reason}")
 
 
-def read_tflite(source: bytes | str | os.PathLike) -> TFLiteModel:
-    """Parse a .tflite file (bytes or path); FormatError if it is not a valid flatbuffer."""
-    data, label = load_bytes(source)
+def read_tflite(source: bytes | str | os.PathLike, label: str | None = None) -> TFLiteModel:
+    """Parse a .tflite file (bytes or path); FormatError if it is not a valid flatbuffer.
+
+    ``label`` names the file in messages when ``source`` holds its bytes (default: the path)."""
+    data, default_label = load_bytes(source)
+    label = label or default_label
     _check_identifier(data, label)
     try:
         model = schema().ModelT.InitFromPackedBuf(data, 0)
@@ -145,6 +148,14 @@ def read_tflite(source: bytes | str | os.PathLike) -> TFLiteModel:
             )
         operators = []
         for op in subgraph.operators or []:
+            referenced = [
+                *(op.inputs if op.inputs is not None else []),
+                *(op.outputs if op.outputs is not None else []),
+            ]
+            if any(not -1 <= int(index) < len(tensors) for index in referenced):
+                raise _corrupt(label, IndexError("an operator names a tensor that does not exist"))
+            if not 0 <= op.opcodeIndex < len(codes):
+                raise _corrupt(label, IndexError("an operator names an operator code that does not exist"))
             name, custom = codes[op.opcodeIndex]
             options = {}
             if custom and op.customOptions is not None and len(op.customOptions):
@@ -153,13 +164,15 @@ def read_tflite(source: bytes | str | os.PathLike) -> TFLiteModel:
             operators.append(
                 OperatorInfo(name, custom, list(op.inputs), list(op.outputs), options, dict(builtin))
             )
-    except ImportError:
+        inputs = list(subgraph.inputs) if subgraph.inputs is not None else []
+        outputs = list(subgraph.outputs) if subgraph.outputs is not None else []
+        if any(not 0 <= int(index) < len(tensors) for index in inputs + outputs):
+            raise _corrupt(label, IndexError("a model input or output names a tensor that does not exist"))
+    except (ImportError, FormatError):
         raise
     except Exception as error:  # truncated or corrupt flatbuffers raise struct/index errors
         raise _corrupt(label, error) from None
     description = (model.description or b"").decode(errors="replace")
-    inputs = list(subgraph.inputs) if subgraph.inputs is not None else []
-    outputs = list(subgraph.outputs) if subgraph.outputs is not None else []
     return TFLiteModel(len(data), tensors, operators, inputs, outputs, description)
 
 

@@ -60,7 +60,7 @@ from runtime.errors import BenchError
 RUNTIMES = ("lce", "litert", "onnxruntime", "native")
 RUNTIMES_FOR_KIND = {"tflite": ("lce", "litert", "native"), "onnx": ("onnxruntime",), "ebnn": ("native",)}
 LCE_KERNELS = ("default", "indirect", "reference")
-NATIVE_KERNELS = ("auto", "scalar", "avx2", "avx512")
+NATIVE_KERNELS = ("auto", "scalar", "avx2", "avx512", "neon")  # neon: aarch64 builds
 LCE_OP_PREFIX = "Lce"
 LCE_OPS = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")  # for the byte search
 

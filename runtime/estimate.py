@@ -69,7 +69,7 @@ class Op:
     options: Mapping[str, Any] = field(default_factory=dict)  # custom options (LCE ops' flexbuffer)
 
 
-def read_tflite_ops(data: bytes) -> list[Op]:
+def read_tflite_ops(data: bytes, source: str | None = None) -> list[Op]:
     """The ops of a ``.tflite`` flatbuffer's main subgraph, in execution order; BenchError if unreadable.
 
     Parsing is the one TF-free reader (``formats.tflite``); this keeps what costs time.
@@ -78,7 +78,7 @@ def read_tflite_ops(data: bytes) -> list[Op]:
     from formats.tflite import read_tflite
 
     try:
-        model = read_tflite(data)
+        model = read_tflite(data, label=source)  # messages name the file, not "TFLite model bytes"
     except FormatError as error:
         raise BenchError(str(error)) from None
 
@@ -308,7 +308,10 @@ class CostModel:
             peak = fallback_peak
         else:
             raise BenchError(f"device {device!r} has no [cost_model.peak] table and no clock/core facts")
-        sources = dict(table.get("sources", {}))
+        sources = table.get("sources", {})
+        if not isinstance(sources, Mapping):
+            raise BenchError(f"device {device!r}: [cost_model.sources] must be a table")
+        sources = dict(sources)
         rate_keys = ("binary_macs_per_s", "float_macs_per_s", "memory_bytes_per_s", "thread_efficiency")
         if not all(key in table for key in rate_keys):
             return cls.theoretical(device, peak, sources)

@@ -104,6 +104,9 @@ def new_record(model: str, runtime: str, threads: int, kernel: str | None, xnnpa
         "error": None,
         "latencies_ms": [],
         "profile": None,
+        # guest instructions of one inference on the emulated Pi (devices.counting), when counted
+        "instructions": None,
+        "instruction_counts": None,
         "input_shape": None,
         "imported_tensorflow": None,
         "date": now(),

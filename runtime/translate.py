@@ -70,7 +70,7 @@ CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 def translate_tflite(content: bytes, name: str = "<bytes>") -> bytes:
     """The ``.ebnn`` bytes of a float32 (LCE or stock) ``.tflite`` model; BenchError if it cannot be."""
     try:
-        model = read_tflite(content)
+        model = read_tflite(content, label=name)
     except FormatError:
         raise BenchError(f"{name} is not a valid .tflite flatbuffer (truncated or corrupt)") from None
     metadata = None

@@ -140,9 +140,8 @@ def run_model(model: ModelSource, inputs: np.ndarray, runtime: str = "auto") -> 
     if kind == "ebnn" or runtime == "native":
         engine = engines.load_engine(content, "native", threads=1)
     else:
-        read_tflite(
-            content
-        )  # a clear error (naming the file) for a corrupt one before the interpreter sees it
+        # A clear error naming the file for a corrupt one, before the interpreter sees it.
+        read_tflite(content, label=name)
         engine = engines.load_engine(content, tflite_runtime() if runtime == "auto" else runtime, threads=1,
                                      xnnpack=False)  # fmt: skip
     if inputs.ndim == 4:

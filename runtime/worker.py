@@ -226,7 +226,7 @@ def measure(
     x = (
         make_input(engine.input_shape, engine.input_dtype, seed)
         if input_path is None
-        else np.load(input_path)
+        else np.load(input_path, allow_pickle=False)
     )
     if tuple(x.shape) != engine.input_shape and not (
         engine.batch_dynamic and tuple(x.shape[1:]) == engine.input_shape[1:]

@@ -38,13 +38,74 @@ need_compiler() {
   fi
 }
 
+# The instruction counter (devices/plugins/insn_count.c) is a QEMU TCG plugin built against
+# qemu-plugin.h, which no Debian binary package ships. It comes from Debian's own qemu source
+# package, the version of the installed qemu-user (apt-get source through a private apt state in
+# the cache: the system's apt sources are not changed), once: the 24 MB source archive is
+# downloaded, qemu-plugin.h and QEMU's COPYING are kept (GPL-2.0-or-later, see
+# devices/plugins/README.md), the archive is deleted. Needs the network the first time.
+qemu_plugin_header() {
+  local cache="${EDGEBNN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgebnn}/qemu-plugin"
+  [ -f "$cache/include/qemu-plugin.h" ] && return 0
+  local version codename mirror security work sources opts
+  version=$(dpkg-query -W -f='${source:Version}' qemu-user 2>/dev/null) || {
+    echo "edgebnn: qemu-user is not installed (the dynamic qemu that accepts -plugin):" \
+      "install it with: sudo apt-get install -y qemu-user" >&2
+    exit 2
+  }
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  mirror="${EDGEBNN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  security="${EDGEBNN_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+  work="$cache/work"
+  rm -rf "$work" && mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/src"
+  sources="$work/sources.list"
+  {
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $codename main"
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $codename-updates main"
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $security $codename-security main"
+  } >"$sources"
+  opts=(-o "Dir::Etc::SourceList=$sources" -o "Dir::Etc::SourceParts=/nonexistent"
+        -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o "APT::Sandbox::User=root")
+  echo "edgebnn: fetching qemu-plugin.h from Debian's qemu source package ($version), once"
+  apt-get "${opts[@]}" -qq update >/dev/null 2>&1 || {
+    echo "edgebnn: cannot read the Debian source index from $mirror (no network?);" \
+      "the instruction counter needs qemu-plugin.h once (see devices/plugins/README.md)" >&2
+    exit 2
+  }
+  # the installed version's source, else the newest one of the release (the plugin API is the same)
+  ( cd "$work/src" && { apt-get "${opts[@]}" -qq source --download-only "qemu=$version" >/dev/null 2>&1 ||
+                        apt-get "${opts[@]}" -qq source --download-only qemu >/dev/null 2>&1; } ) || {
+    echo "edgebnn: apt-get source qemu failed (see devices/plugins/README.md for a manual way)" >&2
+    exit 2
+  }
+  local archive
+  archive=$(ls "$work"/src/qemu_*.orig.tar.* | head -n 1)
+  tar -xf "$archive" -C "$work" --wildcards '*/include/qemu/qemu-plugin.h' 'qemu-*/COPYING'
+  mkdir -p "$cache/include"
+  cp "$work"/qemu-*/include/qemu/qemu-plugin.h "$cache/include/qemu-plugin.h.tmp"
+  cp "$work"/qemu-*/COPYING "$cache/include/COPYING.qemu"
+  {
+    echo "qemu-plugin.h from Debian's qemu source package: $(basename "$(ls "$work"/src/*.dsc)")"
+    echo "archive $(basename "$archive") sha256 $(sha256sum "$archive" | cut -d' ' -f1)"
+    echo "license: GPL-2.0-or-later (SPDX line of the header; COPYING.qemu)"
+  } >"$cache/include/SOURCE"
+  mv "$cache/include/qemu-plugin.h.tmp" "$cache/include/qemu-plugin.h"
+  rm -rf "$work"
+}
+
 case "${1:-}" in
   compiler) need_compiler ;;
   data) install_packages dataset-fashion-mnist ;;
-  # The emulated-Pi tests: qemu-user (aarch64/armhf under binfmt), a Debian rootfs built with
-  # debootstrap, a real OpenSSH client and (inside the chroot, from the rootfs) server, and `ip`.
+  # The emulated-Pi tests: qemu-user-static (aarch64/armhf under binfmt), a Debian rootfs built
+  # with debootstrap, a real OpenSSH client and (inside the chroot, from the rootfs) server, `ip`;
+  # the cross compilers of the native runtime (aarch64 NEON build, 32-bit armv7 scalar build),
+  # and the dynamic qemu-user (it accepts -plugin) with the plugin header for instruction counts.
   test) install_packages dataset-fashion-mnist qemu-user-static binfmt-support debootstrap \
-          gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-          openssh-client openssh-server iproute2 ;;
-  *) echo "usage: $0 compiler|data|test" >&2; exit 2 ;;
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross \
+          qemu-user openssh-client openssh-server iproute2
+        qemu_plugin_header ;;
+  # Just the instruction counter: qemu-user and the plugin header.
+  qemu-plugin) install_packages qemu-user
+               qemu_plugin_header ;;
+  *) echo "usage: $0 compiler|data|test|qemu-plugin" >&2; exit 2 ;;
 esac

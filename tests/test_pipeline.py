@@ -24,7 +24,7 @@ out = "{out}"
 epochs = 1
 [finetune]
 epochs = 1
-warmup_mapping_epochs = 1
+warmup_mapping_steps = 30
 """
 
 
@@ -42,6 +42,15 @@ def test_pipeline_runs_every_stage_then_skips_them(
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "LNS fine-tuning" in report and "plain fine-tuning (control)" in report
+    # LNS warms its mapping networks up without data, then LNS and the control train the same joint
+    # epochs; the report gives their paired difference and says what one seed cannot tell.
+    assert "data-free mapping warm-up: " in report and "Paired difference, LNS minus plain" in report
+    assert "one seed" in report
+    epochs = {
+        name: [json.loads(line)["epoch"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("lns", "finetune")
+    }
+    assert epochs["lns"] == epochs["finetune"] == [1]
     assert "binary convolutions became LceBconv2d" in report
     verify = json.loads((out / "verify.json").read_text())
     assert verify["samples"] == 200

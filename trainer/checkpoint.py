@@ -181,8 +181,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise TrainerError(f"checkpoint {path} not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as error:
+    except (
+        pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, KeyError, IndexError
+    ) as error:  # fmt: skip
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Weights only" in str(error):
+            # torch's own text invites "re-running with weights_only=False": never pass that on.
+            raise TrainerError(
+                f"{path} is not a readable checkpoint: it is corrupt, or holds objects other than tensors "
+                "and plain containers, which edgebnn refuses to unpickle (they could run code)"
+            ) from None
         raise TrainerError(
             f"{path} is not a readable checkpoint (corrupt or not a torch file): {reason}"
         ) from None
@@ -221,6 +229,8 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
 
     validate_checkpoint(checkpoint)
     spec = checkpoint["model"]
+    if not all(isinstance(key, str) for key in spec["config"]):
+        raise TrainerError("checkpoint: model config has non-string option names")
     model = create_model(spec["name"], **spec["config"])
     load_state_strict(model, checkpoint["state_dict"], allow_mapping=False)
     return model.eval()

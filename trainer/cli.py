@@ -52,8 +52,19 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_data_show(args: argparse.Namespace) -> int:
-    from trainer.data import describe_dataset, load_dataset, save_sample_grid
+    from pathlib import Path
 
+    from formats.files import check_writable, refuse_overwriting_inputs
+    from trainer.data import describe_dataset, load_dataset, save_sample_grid
+    from trainer.errors import TrainerError
+
+    if not 1 <= args.per_class <= 100:
+        raise TrainerError(f"--per-class must be in 1..100, got {args.per_class}")
+    if args.out:  # before loading anything: the grid must not replace a dataset file
+        folder = Path(args.data_dir) if args.data_dir else None
+        inputs = [p for p in folder.iterdir() if p.is_file()] if folder and folder.is_dir() else []
+        refuse_overwriting_inputs({"--out": args.out}, inputs)
+        check_writable(args.out)
     dataset = load_dataset(args.name, data_dir=args.data_dir)
     describe_dataset(dataset)
     if args.out:
@@ -230,12 +241,14 @@ def _run_train(args: argparse.Namespace) -> int:
     import os
     import sys
 
+    from trainer.run_files import removed_if_left_empty
     from trainer.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 
     options = {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__ if hasattr(args, name)}
     options["model_options"] = _parse_model_options(args.model_option)
     try:
-        result = train(TrainConfig(**options))
+        with removed_if_left_empty(args.out):  # a run that fails before writing leaves no empty folder
+            result = train(TrainConfig(**options))
     except (TrainingInterrupted, TrainingDiverged) as stopped:
         if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
             print(f"edgebnn train: {stopped}", file=sys.stderr)

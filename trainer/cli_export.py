@@ -34,14 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from trainer.errors import TrainerError
+    from formats.files import check_writable, refuse_overwriting_inputs
     from trainer.export import export_checkpoint
 
     output = args.output or args.checkpoint.with_suffix(".onnx")
-    if output.resolve() == args.checkpoint.resolve():
-        raise TrainerError(f"output {output} would overwrite the checkpoint; pass -o")
-    if output.exists() and output.is_dir():
-        raise TrainerError(f"output {output} is a directory")
+    # Like convert: the output's folder must exist (never created), and no output may be an input.
+    refuse_overwriting_inputs({"-o": output}, [args.checkpoint])
+    check_writable(output)
     proto = export_checkpoint(args.checkpoint, output)
     binary = sum(1 for node in proto.graph.node if node.op_type == "Where")
     print(

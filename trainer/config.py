@@ -33,6 +33,9 @@ RESUME_FIXED_FIELDS = (
     "mapping_width", "batch_size", "optimizer", "schedule", "step_size", "gamma", "label_smoothing", "augment",
     "subset", "val_size", "seed", "warmup_mapping_epochs", "mapping_lr", "warmup_mapping_steps",
     "aux_reduction", "teacher", "kd_weight", "kd_temperature", "channels_last",
+    # The optimizer's state is restored from the checkpoint: a new --lr, --momentum or --weight-decay
+    # would be silently ignored (issue 15), so they are refused like the rest.
+    "lr", "momentum", "weight_decay",
 )  # fmt: skip
 # Data-free LNS warm-up: the most steps it may take (it stops at 99.9% agreement; trainer.warmup).
 DEFAULT_WARMUP_MAPPING_STEPS = 500
@@ -110,8 +113,15 @@ def validated(cfg: TrainConfig) -> TrainConfig:
     if cfg.mapping_lr is not None:
         positive["mapping_lr"] = cfg.mapping_lr
     for name, value in positive.items():
-        if not value > 0:
-            raise TrainerError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if not _is_number(value) or not 0 < value < math.inf:
+            raise TrainerError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
+    _check_types(cfg)
+    if not 0 < cfg.gamma <= 1:
+        raise TrainerError(f"--gamma must be in (0, 1] (the step schedule's decay factor), got {cfg.gamma}")
+    if not 0 <= cfg.momentum < 1:
+        raise TrainerError(f"--momentum must be in [0, 1), got {cfg.momentum}")
+    if not math.isfinite(cfg.weight_decay) or not math.isfinite(cfg.alpha):
+        raise TrainerError("--weight-decay and --alpha must be finite numbers")
     if cfg.epochs < 0 or cfg.warmup_mapping_epochs < 0 or cfg.epochs + cfg.warmup_mapping_epochs < 1:
         raise TrainerError(
             "--epochs and --warmup-mapping-epochs must be >= 0 with at least one epoch in total"
@@ -143,9 +153,64 @@ def validated(cfg: TrainConfig) -> TrainConfig:
             raise TrainerError(f"--kd-weight must be in [0, 1], got {kd_weight}")
         if not kd_temperature > 0:
             raise TrainerError(f"--kd-temperature must be positive, got {kd_temperature}")
+    from trainer.zoo import check_model_options  # lazily: this module must not import torch
+
+    check_model_options(cfg.model, cfg.model_options)
+    check_run_outputs(cfg)
     return dataclasses.replace(
         cfg, rho_pos=rho_pos, rho_neg=rho_neg, kd_weight=kd_weight, kd_temperature=kd_temperature
     )
+
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png")  # what a run writes into --out
+
+
+def check_run_outputs(cfg: TrainConfig) -> None:
+    """TrainerError when a file the run writes (RUN_DIR/last.pt, ...) is one of its inputs
+    (--init, --teacher): the run would overwrite the checkpoint it starts or learns from."""
+    from formats.errors import FormatError
+    from formats.files import refuse_overwriting_inputs
+
+    inputs = [p for p in (None if cfg.resume else cfg.init, cfg.teacher) if p]
+    outputs = {f"the run's {name}": Path(cfg.out) / name for name in RUN_FILES}
+    try:
+        refuse_overwriting_inputs(outputs, inputs)
+    except FormatError as error:
+        raise TrainerError(f"{error}; --init and --teacher must lie outside the run folder") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Field -> what it must be: checked for configs that do not come from argparse (the pipeline's TOML).
+_INT_FIELDS = ("epochs", "batch_size", "mapping_width", "step_size", "seed", "warmup_mapping_epochs")
+_OPTIONAL_INT_FIELDS = ("subset", "val_size", "warmup_mapping_steps", "threads")
+_FLOAT_FIELDS = ("alpha", "rho", "lr", "momentum", "weight_decay", "gamma", "label_smoothing")
+_OPTIONAL_FLOAT_FIELDS = ("rho_pos", "rho_neg", "mapping_lr", "kd_weight", "kd_temperature")
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    for name in _INT_FIELDS + _OPTIONAL_INT_FIELDS:
+        value = getattr(cfg, name)
+        if value is None and name in _OPTIONAL_INT_FIELDS:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TrainerError(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
+    for name in _FLOAT_FIELDS + _OPTIONAL_FLOAT_FIELDS:
+        value = getattr(cfg, name)
+        if value is None and name in _OPTIONAL_FLOAT_FIELDS:
+            continue
+        if not _is_number(value) or math.isnan(value):
+            raise TrainerError(f"--{name.replace('_', '-')} must be a number, got {value!r}")
+    for name in ("augment",):
+        if getattr(cfg, name) not in (None, True, False):
+            raise TrainerError(f"--{name} must be true or false, got {getattr(cfg, name)!r}")
+    for name in ("model", "data", "out"):
+        if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
+            raise TrainerError(f"--{name} must be a non-empty string, got {getattr(cfg, name)!r}")
+    if cfg.val_size is not None and cfg.val_size < 0:
+        raise TrainerError(f"--val-size must be >= 0, got {cfg.val_size}")
 
 
 def binarizer_config(cfg: TrainConfig) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import numbers
 import os
 import pickle
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,16 +154,32 @@ def training_split(
 # --- IDX (Fashion-MNIST, MNIST) -----------------------------------------------------------------
 
 
+IDX_MAX_BYTES = 1 << 30  # 1 GiB decompressed: Fashion-MNIST's largest file is 47 MB
+
+
+def _decompress_gzip(raw: bytes, path: Path) -> bytes:
+    """The content of a gzip file, at most IDX_MAX_BYTES (a gzip bomb is refused, not inflated)."""
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+        data = stream.read(IDX_MAX_BYTES + 1)
+    if len(data) > IDX_MAX_BYTES:
+        raise DataError(
+            f"{path}: decompresses to more than {IDX_MAX_BYTES >> 20} MiB; not an IDX dataset file"
+        )
+    return data
+
+
 def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
     """Read one IDX file (gzip-compressed or plain) into a uint8 array of its declared shape."""
     path = Path(path)
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            raw = _decompress_gzip(raw, path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an IDX file") from None
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read or decompress ({error})") from None
     if len(raw) < 8:
         raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, no header)")
@@ -175,7 +193,9 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
     if len(raw) < header_size:
         raise DataError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}i", raw[4:header_size])
-    expected = int(np.prod(shape))
+    if any(size < 0 for size in shape):
+        raise DataError(f"{path}: negative dimension in the IDX header {list(shape)}")
+    expected = math.prod(shape)  # Python ints: a hostile header cannot overflow the check
     if len(raw) - header_size != expected:
         raise DataError(
             f"{path}: truncated or padded IDX data: header declares shape {shape} "
@@ -219,6 +239,12 @@ def load_fashion_mnist(data_dir: str | None = None) -> ImageDataset:
         )
     train_x, train_y = _idx_split(folder, "train")
     test_x, test_y = _idx_split(folder, "t10k")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        # Found here, at load time: otherwise only the test pass after a whole training run fails.
+        raise DataError(
+            f"{folder}: test images are {list(test_x.shape[2:])} but training images are "
+            f"{list(train_x.shape[2:])} (t10k-images-idx3-ubyte and train-images-idx3-ubyte must match)"
+        )
     mean, std = channel_statistics(train_x)
     return ImageDataset("fashion-mnist", FASHION_MNIST_CLASSES, train_x, train_y, test_x, test_y, mean, std)
 
@@ -226,22 +252,115 @@ def load_fashion_mnist(data_dir: str | None = None) -> ImageDataset:
 # --- CIFAR-10 (python pickle batches) -----------------------------------------------------------
 
 
+# What a CIFAR-10 python batch pickles, and nothing else: numpy arrays (both pickle protocols numpy
+# writes) and their dtypes; ``_codecs.encode`` is how Python 3 protocol-2 pickles store bytes.
+# Every other global (os.system, builtins.eval, ...) is refused before it is looked up, so a crafted
+# batch cannot run code (issue 15).
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+CIFAR_MAX_BATCH_BYTES = 512 * 1024 * 1024  # a real batch is 31 MB; refuse anything absurd unread
+
+
+def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` restricted to what pickle uses it for: str -> bytes in latin-1."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not allowed")
+    return text.encode("latin1", errors)
+
+
+def _safe_dtype(*args: object) -> np.dtype:
+    """``numpy.dtype`` for plain numeric types only (an object dtype would unpickle arbitrary items)."""
+    if not args or not isinstance(args[0], str):
+        raise pickle.UnpicklingError("numpy.dtype with a non-string type is not allowed")
+    dtype = np.dtype(args[0])
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise pickle.UnpicklingError(f"numpy dtype {args[0]!r} is not allowed in a CIFAR-10 batch")
+    return np.dtype(*args)  # type: ignore[call-overload]
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals in ``_CIFAR_GLOBALS`` (and a latin-1 encoder)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        if (module, name) == ("numpy", "dtype"):
+            return _safe_dtype
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing global {module}.{name}: a CIFAR-10 batch holds only a dict, lists, bytes and numpy arrays"
+        )
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("persistent ids are not allowed in a CIFAR-10 batch")
+
+
+def load_cifar_pickle(path: Path) -> object:
+    """Unpickle one CIFAR-10 batch file with the restricted unpickler; DataError naming ``path``."""
+    try:
+        size = path.stat().st_size
+        if size > CIFAR_MAX_BATCH_BYTES:
+            raise DataError(f"{path}: {size} bytes is far too large for a CIFAR-10 batch (31 MB)")
+        with path.open("rb") as handle:
+            return _CifarUnpickler(handle, encoding="bytes").load()
+    except DataError:
+        raise
+    except RecursionError:
+        raise DataError(f"{path}: not a readable CIFAR-10 pickle (nested too deeply)") from None
+    except MemoryError:
+        raise DataError(
+            f"{path}: not a readable CIFAR-10 pickle (declares more memory than exists)"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt or hostile file
+        reason = str(error).splitlines()[0][:200] if str(error) else ""
+        raise DataError(
+            f"{path}: not a readable CIFAR-10 pickle ({type(error).__name__}: {reason})"
+        ) from None
+
+
+def _cifar_labels(path: Path, raw: object) -> np.ndarray:
+    """The labels of a batch as int64; DataError for strings, floats, nesting or out-of-range values."""
+    if isinstance(raw, np.ndarray):
+        values = raw
+    elif isinstance(raw, (list, tuple)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw):
+            bad = next(v for v in raw if not isinstance(v, (int, np.integer)) or isinstance(v, bool))
+            raise DataError(
+                f"{path}: b'labels' must be integers 0..9, found {type(bad).__name__} {bad!r:.40}"
+            )
+        try:
+            values = np.asarray(raw, dtype=np.int64)
+        except OverflowError:
+            raise DataError(f"{path}: labels out of range 0..9") from None
+    else:
+        raise DataError(f"{path}: b'labels' must be a list of integers, got {type(raw).__name__}")
+    if values.ndim != 1 or values.dtype.kind not in "iu":
+        raise DataError(
+            f"{path}: b'labels' must be a flat list of integers, got {values.dtype} {list(values.shape)}"
+        )
+    return values.astype(np.int64)
+
+
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if not path.exists():
         raise DataError(f"{path}: missing CIFAR-10 batch file")
-    try:
-        with path.open("rb") as handle:
-            # The standard CIFAR-10 python distribution is a pickle; only load copies you trust.
-            batch = pickle.load(handle, encoding="bytes")
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise DataError(f"{path}: not a readable CIFAR-10 pickle ({type(error).__name__}: {error})") from None
+    batch = load_cifar_pickle(path)
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise DataError(
             f"{path}: wrong CIFAR-10 pickle layout: expected keys b'data' and b'labels', got {keys}"
         )
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    data = batch[b"data"]
+    if not isinstance(data, np.ndarray):
+        raise DataError(f"{path}: b'data' must be a uint8 array [N, 3072], got {type(data).__name__}")
+    labels = _cifar_labels(path, batch[b"labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
     if len(labels) != len(data):

@@ -4,7 +4,7 @@ the latent weights compared with the cross-entropy.
 ``gradient_norm_ratios`` measures, per binary layer, ``||d aux / dW|| / ||d CE / dW||`` on a few
 batches, in training mode (as a training step sees it) on a copy of the model (its BatchNorm
 statistics are left alone). With the paper's summed auxiliary loss and alpha = 1 the ratio is in
-the hundreds on Fashion-MNIST (FIELD_NOTES section 7): LNS then acts as sign(W) plus a regulariser.
+the tens to hundreds on Fashion-MNIST (docs/lns-method.md section 7): LNS then acts as sign(W) plus a regulariser.
 
     >>> import torch
     >>> from trainer.diagnostics import gradient_norm_ratios

@@ -15,14 +15,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from formats.files import write_atomic
 from trainer import checkpoint as ckpt_io
 from trainer.curves import write_curves
 from trainer.errors import TrainerError
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Remove ``run_dir`` again when the body fails and leaves it empty, if it did not exist before
+    (a run refused for bad data or options must not leave an empty run folder behind)."""
+    run_dir = Path(run_dir)
+    existed = run_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:

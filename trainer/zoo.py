@@ -351,6 +351,78 @@ def _size_pair(input_size: int | list[int] | tuple[int, ...]) -> tuple[int, int]
     return size  # type: ignore[return-value]
 
 
+# Bounds of the architecture options (issue 15: a hostile or mistyped value is a clean error, and a
+# width of 10^6 is refused before torch tries to allocate terabytes). The largest zoo layout uses
+# width 96; ImageNet models 64.
+MAX_WIDTH = 4096
+MAX_BLOCKS_PER_STAGE = 64
+MAX_STAGES = 8
+MAX_INPUT_SIZE = 4096
+MAX_CLASSES = 100_000
+MAX_IN_CHANNELS = 64
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_option(model: str, name: str, value: Any, default: Any) -> None:
+    """TrainerError naming the option unless ``value`` is a sane value of ``default``'s kind."""
+    prefix = f"{model}: option {name}={value!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TrainerError(f"{prefix} must be true or false")
+    elif isinstance(default, int):
+        if not _is_int(value) or not 1 <= value <= MAX_WIDTH:
+            raise TrainerError(f"{prefix} must be an integer in 1..{MAX_WIDTH}")
+    elif isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+            raise TrainerError(f"{prefix} must be a number in [0, 1)")
+    elif isinstance(default, tuple | list):
+        if (
+            not isinstance(value, list | tuple)
+            or not 1 <= len(value) <= MAX_STAGES
+            or not all(_is_int(v) and 0 <= v <= MAX_BLOCKS_PER_STAGE for v in value)
+        ):
+            raise TrainerError(
+                f"{prefix} must be a list of 1..{MAX_STAGES} integers in 0..{MAX_BLOCKS_PER_STAGE}, e.g. [1, 1]"
+            )
+
+
+def _check_geometry(name: str, num_classes: Any, in_channels: Any, input_size: Any) -> tuple[int, int]:
+    """Validated ``num_classes``, ``in_channels`` (ints) and ``input_size`` (int or [h, w]) of a model."""
+    sizes = input_size if isinstance(input_size, list | tuple) else [input_size]
+    checks = (
+        ("num_classes", num_classes, MAX_CLASSES, [num_classes]),
+        ("in_channels", in_channels, MAX_IN_CHANNELS, [in_channels]),
+        ("input_size", input_size, MAX_INPUT_SIZE, sizes),
+    )
+    for label, shown, limit, values in checks:
+        if not values or not all(_is_int(v) and 1 <= v <= limit for v in values):
+            raise TrainerError(f"{name}: {label} must be a positive integer up to {limit}, got {shown!r}")
+    return _size_pair(input_size)
+
+
+def check_model_options(name: str, options: dict[str, Any] | None) -> None:
+    """TrainerError unless ``options`` are known architecture options of zoo model ``name`` with sane
+    values (cheap: nothing is built; ``edgebnn train`` checks them before loading any data)."""
+    try:
+        spec = MODELS[name]
+    except KeyError:
+        raise TrainerError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}") from None
+    options = options or {}
+    if not isinstance(options, dict):
+        raise TrainerError(f"{name}: model options must be a table of KEY=VALUE, got {options!r}")
+    allowed = [p for p in inspect.signature(spec.build).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(map(str, options)) - {p.name for p in allowed})
+    if unknown:
+        valid = ", ".join(p.name for p in allowed) or "none"
+        raise TrainerError(f"{name}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+    defaults = {p.name: p.default for p in allowed}
+    for option, value in options.items():
+        _check_option(name, option, value, defaults[option])
+
+
 def create_model(
     name: str,
     *,
@@ -371,27 +443,30 @@ def create_model(
         spec = MODELS[name]
     except KeyError:
         raise TrainerError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
-    num_classes = spec.num_classes if num_classes is None else int(num_classes)
-    in_channels = spec.in_channels if in_channels is None else int(in_channels)
+    num_classes = spec.num_classes if num_classes is None else num_classes
+    in_channels = spec.in_channels if in_channels is None else in_channels
     input_size = spec.input_size if input_size is None else input_size
-    size = _size_pair(input_size)
-    if num_classes < 1 or in_channels < 1 or min(size) < 1:
-        raise TrainerError(
-            f"{name}: num_classes, in_channels and input_size must be positive, "
-            f"got {num_classes}, {in_channels}, {list(size)}"
-        )
-    allowed = [p for p in inspect.signature(spec.build).parameters.values() if p.kind is p.KEYWORD_ONLY]
-    unknown = sorted(set(overrides) - {p.name for p in allowed})
-    if unknown:
-        valid = ", ".join(p.name for p in allowed) or "none"
-        raise TrainerError(f"{name}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+    # Values may come from a (tampered) checkpoint or the command line: check types and bounds.
+    size = _check_geometry(name, num_classes, in_channels, input_size)
+    for label, value in (
+        ("weight_binarizer", weight_binarizer),
+        ("activation_binarizer", activation_binarizer),
+    ):
+        if not isinstance(value, str):
+            raise TrainerError(f"{name}: {label} must be a binarizer name, got {value!r}")
+    if binarizer_config is not None and not isinstance(binarizer_config, dict):
+        raise TrainerError(f"{name}: binarizer_config must be a table of options, got {binarizer_config!r}")
+    check_model_options(name, overrides)
     conv = partial(
         BinaryConv2d,
         weight_binarizer=weight_binarizer,
         activation_binarizer=activation_binarizer,
         binarizer_config=dict(binarizer_config or {}),
     )
-    model = spec.build(num_classes, in_channels, size, conv, **overrides)
+    try:
+        model = spec.build(num_classes, in_channels, size, conv, **overrides)
+    except (TypeError, ValueError) as error:  # a value of the right kind that the layers still refuse
+        raise TrainerError(f"{name}: invalid model configuration ({error})") from None
     model.name = name
     model.config = {
         "num_classes": num_classes,

@@ -65,6 +65,9 @@ typedef struct ebnn_error {
 #define EBNN_LOAD_IN_PLACE 2u    /* use the caller's buffer without copying: it must stay valid and
                                     unchanged until ebnn_model_free, and be EBNN_ALIGNMENT-aligned */
 #define EBNN_LOAD_PROFILE 4u     /* time every op (ebnn_model_op_info) */
+#define EBNN_LOAD_MARKERS 8u     /* call ebnn_count_marker at the start of every inference, after
+                                    every op and at the end (for an instruction counter; also set
+                                    by the environment variable EDGEBNN_NATIVE_MARKERS=1) */
 
 typedef struct ebnn_load_options {
     uint32_t struct_size; /* sizeof(ebnn_load_options): set by ebnn_load_options_init */
@@ -146,6 +149,18 @@ EBNN_API const char* ebnn_version(void);
 EBNN_API size_t ebnn_cpu_features(char* buffer, size_t size);
 EBNN_API size_t ebnn_available_kernels(char* buffer, size_t size);
 EBNN_API const char* ebnn_status_name(ebnn_status status);
+
+/* Instruction-count markers. On aarch64 each kind is one HINT instruction (HINT #0x70 + kind), a
+   NOP on every CPU, that the QEMU plugin of devices/plugins/ watches to count the guest
+   instructions between markers exactly; elsewhere the call does nothing. A model loaded with
+   EBNN_LOAD_MARKERS marks BEGIN, OP (after each op) and END of every inference; a caller may put
+   its own WINDOW_BEGIN / WINDOW_END around any code (e.g. one invoke of another runtime). */
+#define EBNN_MARK_BEGIN 0
+#define EBNN_MARK_OP 1
+#define EBNN_MARK_END 2
+#define EBNN_MARK_WINDOW_BEGIN 3
+#define EBNN_MARK_WINDOW_END 4
+EBNN_API void ebnn_count_marker(int kind);
 
 #ifdef __cplusplus
 }

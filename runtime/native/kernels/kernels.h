@@ -4,9 +4,9 @@
  * (tests/test_kernels.c). A kernel set is an immutable table; the model picks one at load time
  * (cpu.c: ebnn_select_kernels) and the op drivers (src/ops_*.c) call only through it.
  *
- * Adding an ISA (issue 13: aarch64 NEON): write kernels/neon/neon.c implementing these functions,
- * export `const ebnn_kernels ebnn_kernels_neon`, add the file list and flags to the Makefile's
- * aarch64 block, and a line in cpu.c's table. Nothing else changes.
+ * Adding an ISA (as kernels/neon/neon.c did for aarch64): write kernels/<isa>/<isa>.c implementing
+ * these functions, export `const ebnn_kernels ebnn_kernels_<isa>`, add the file and its flags to
+ * the Makefile's block of its architecture, and a line in cpu.c's table. Nothing else changes.
  *
  * Data layouts the kernels see:
  *  - bits: rows of 64-bit words, least significant bit first, bit 1 = -1 (the file's 32-bit words
@@ -40,6 +40,12 @@ typedef void (*ebnn_bgemm_fn)(size_t taps, size_t cq, const uint64_t* const* row
  *     w[(t * kq + q) * NR + j] = 32-bit word q of tap t of output channel j of the block. */
 typedef void (*ebnn_bgemm32_fn)(size_t taps, size_t kq, const uint32_t* const* rows,
                                 const size_t* tap_offset, const uint32_t* w, int32_t* acc);
+
+/* The same on 16-bit words (optional): for cg % 64 in 1..16 (e.g. the 16-channel stages of CIFAR
+ * ResNets), where a 32-bit word would be half empty; rows, tap offsets and weights in 16-bit words
+ * as for bgemm32. */
+typedef void (*ebnn_bgemm16_fn)(size_t taps, size_t kq, const uint16_t* const* rows,
+                                const size_t* tap_offset, const uint16_t* w, int32_t* acc);
 
 /* Float GEMM with bias and clamp: for i < mr (<= MR) and j < nc (<= NR)
  *     c[i * c_stride + j] = clamp(w[j] + sum_{k < kc} a[i * a_stride + k] * w[NR + k * NR + j], lo, hi)
@@ -75,12 +81,24 @@ typedef void (*ebnn_bconv_out_fn)(size_t mr, size_t nc, size_t nr, const int32_t
 typedef void (*ebnn_bconv_bits_fn)(size_t mr, size_t nc, size_t nr, const int32_t* acc, int32_t k,
                                    const int32_t* corr, const int32_t* thr, uint64_t* words);
 
+/* Binary max-pool, one output row (BMAXPOOL2D): the max of +-1 values is -1 only when all are, so
+ *     out[ox * words + q] = AND over the taps inside the input of in[iy][ix][q]   (all ones if none)
+ * in is [in_h][in_w][words] 64-bit words. Optional (NULL: the scalar set's). */
+typedef struct ebnn_bpool_params {
+    size_t in_h, in_w, words, out_w;
+    size_t kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
+} ebnn_bpool_params;
+typedef void (*ebnn_bmaxpool_row_fn)(const ebnn_bpool_params* p, const uint64_t* in, uint64_t* out,
+                                     size_t oy);
+
 typedef struct ebnn_kernels {
     const char* name;
     size_t bgemm_mr, bgemm_nr;
     ebnn_bgemm_fn bgemm;
     size_t bgemm32_mr, bgemm32_nr; /* optional (NULL): see ebnn_bgemm32_fn */
     ebnn_bgemm32_fn bgemm32;
+    size_t bgemm16_mr, bgemm16_nr; /* optional (NULL): see ebnn_bgemm16_fn */
+    ebnn_bgemm16_fn bgemm16;
     size_t fgemm_mr, fgemm_nr;
     ebnn_fgemm_fn fgemm;
     /* optional (NULL): a narrower float GEMM for layers with few output channels (stems, heads) */
@@ -90,12 +108,16 @@ typedef struct ebnn_kernels {
     ebnn_bitpack_fn bitpack;
     ebnn_bconv_out_fn bconv_out;
     ebnn_bconv_bits_fn bconv_bits;
+    ebnn_bmaxpool_row_fn bmaxpool_row; /* optional (NULL): the scalar set's */
 } ebnn_kernels;
 
 extern const ebnn_kernels ebnn_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const ebnn_kernels ebnn_kernels_avx2;
 extern const ebnn_kernels ebnn_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+extern const ebnn_kernels ebnn_kernels_neon;
 #endif
 
 #endif /* EBNN_KERNELS_H_ */

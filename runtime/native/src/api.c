@@ -113,6 +113,9 @@ static ebnn_status load(const uint8_t* file, size_t size, uint8_t* owned,
     model->file_size = size;
     model->max_memory = options->max_memory ? options->max_memory : EBNN_DEFAULT_MAX_MEMORY;
     model->profiling = (options->flags & EBNN_LOAD_PROFILE) != 0;
+    const char* markers = getenv("EDGEBNN_NATIVE_MARKERS");
+    model->markers = (options->flags & EBNN_LOAD_MARKERS) != 0 ||
+                     (markers != NULL && strcmp(markers, "1") == 0);
     ebnn_status status = EBNN_OK;
     if (!little_endian_host()) {
         status = MODEL_FAIL(model, EBNN_ERROR_UNSUPPORTED, "big-endian hosts are not supported");
@@ -289,8 +292,25 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Not inlined and not optimised away: the plugin counts up to the HINT inside. */
+__attribute__((noinline)) void ebnn_count_marker(int kind) {
+#if defined(__aarch64__)
+    switch (kind) {
+        case EBNN_MARK_BEGIN: __asm__ __volatile__("hint #0x70" ::: "memory"); break;
+        case EBNN_MARK_OP: __asm__ __volatile__("hint #0x71" ::: "memory"); break;
+        case EBNN_MARK_END: __asm__ __volatile__("hint #0x72" ::: "memory"); break;
+        case EBNN_MARK_WINDOW_BEGIN: __asm__ __volatile__("hint #0x73" ::: "memory"); break;
+        case EBNN_MARK_WINDOW_END: __asm__ __volatile__("hint #0x74" ::: "memory"); break;
+        default: break;
+    }
+#else
+    __asm__ __volatile__("" ::"r"(kind) : "memory");
+#endif
+}
+
 ebnn_status ebnn_model_invoke(ebnn_model* model) {
     if (model == NULL) return EBNN_ERROR_ARGUMENT;
+    if (model->markers) ebnn_count_marker(EBNN_MARK_BEGIN);
     for (size_t i = 0; i < model->n_ops; ++i) {
         ebnn_op* op = &model->ops[i];
         if (model->profiling) {
@@ -301,7 +321,9 @@ ebnn_status ebnn_model_invoke(ebnn_model* model) {
         } else {
             op->impl->run(model, op);
         }
+        if (model->markers) ebnn_count_marker(EBNN_MARK_OP);
     }
+    if (model->markers) ebnn_count_marker(EBNN_MARK_END);
     return EBNN_OK;
 }
 

@@ -1,5 +1,5 @@
-/* CPU features (cpuid + xgetbv on x86-64) and the choice of a kernel set. Computed on every call:
-   the library keeps no global state. */
+/* CPU features (cpuid + xgetbv on x86-64; NEON is architectural on aarch64) and the choice of a
+   kernel set. Computed on every call: the library keeps no global state. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +83,13 @@ static const kernel_entry KERNELS[] = {
     {"avx512", NULL, never, "an x86-64 CPU"},
     {"avx2", NULL, never, "an x86-64 CPU"},
 #endif
-    {"neon", NULL, never, "the NEON kernels of issue 13, not written yet"},
+#if defined(__aarch64__)
+    {"neon", &ebnn_kernels_neon, always, ""},
+#elif defined(__arm__)
+    {"neon", NULL, never, "the aarch64 build of the library; this 32-bit armv7 build has the scalar kernels only"},
+#else
+    {"neon", NULL, never, "an aarch64 CPU"},
+#endif
     {"scalar", &ebnn_kernels_scalar, always, ""},
 };
 enum { N_KERNELS = sizeof(KERNELS) / sizeof(KERNELS[0]) };

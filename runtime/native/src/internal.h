@@ -94,6 +94,7 @@ struct ebnn_model {
     size_t scratch_shared_max, scratch_thread_max;
     uint64_t max_memory;
     bool profiling;
+    bool markers; /* EBNN_LOAD_MARKERS: ebnn_count_marker around every op */
     char error[512];
 };
 

@@ -167,27 +167,16 @@ static void bmaxpool_run(ebnn_model* model, ebnn_op* op) {
     const ebnn_tensor* o = op_out(model, op);
     const uint64_t* in = tensor_data(model, x);
     uint64_t* y = tensor_data(model, o);
-    const size_t H = x->dims[1], W = x->dims[2], cq = x->words;
-    const size_t kh = (size_t)op->ip[EBNN_P_KERNEL_H], kw = (size_t)op->ip[EBNN_P_KERNEL_W];
-    const size_t sh = (size_t)op->ip[EBNN_P_STRIDE_H], sw = (size_t)op->ip[EBNN_P_STRIDE_W];
-    const ptrdiff_t pt = op->ip[EBNN_P_PAD_TOP], pl = op->ip[EBNN_P_PAD_LEFT];
-    for (size_t oy = 0; oy < o->dims[1]; ++oy) {
-        for (size_t ox = 0; ox < o->dims[2]; ++ox) {
-            uint64_t* out = y + (oy * o->dims[2] + ox) * cq;
-            for (size_t q = 0; q < cq; ++q) out[q] = ~0ull;
-            for (size_t ky = 0; ky < kh; ++ky) {
-                const ptrdiff_t iy = (ptrdiff_t)(oy * sh + ky) - pt;
-                if (iy < 0 || iy >= (ptrdiff_t)H) continue;
-                for (size_t kx = 0; kx < kw; ++kx) {
-                    const ptrdiff_t ix = (ptrdiff_t)(ox * sw + kx) - pl;
-                    if (ix < 0 || ix >= (ptrdiff_t)W) continue;
-                    /* max of +-1 is -1 only when all are -1: AND of the bits */
-                    const uint64_t* cell = in + ((size_t)iy * W + (size_t)ix) * cq;
-                    for (size_t q = 0; q < cq; ++q) out[q] &= cell[q];
-                }
-            }
-        }
-    }
+    const ebnn_bpool_params p = {
+        .in_h = x->dims[1], .in_w = x->dims[2], .words = x->words, .out_w = o->dims[2],
+        .kernel_h = (size_t)op->ip[EBNN_P_KERNEL_H], .kernel_w = (size_t)op->ip[EBNN_P_KERNEL_W],
+        .stride_h = (size_t)op->ip[EBNN_P_STRIDE_H], .stride_w = (size_t)op->ip[EBNN_P_STRIDE_W],
+        .pad_top = (size_t)op->ip[EBNN_P_PAD_TOP], .pad_left = (size_t)op->ip[EBNN_P_PAD_LEFT]};
+    const ebnn_bmaxpool_row_fn row = model->kernels->bmaxpool_row != NULL
+                                         ? model->kernels->bmaxpool_row
+                                         : ebnn_kernels_scalar.bmaxpool_row;
+    const size_t row_words = o->dims[2] * x->words;
+    for (size_t oy = 0; oy < o->dims[1]; ++oy) row(&p, in, y + oy * row_words, oy);
 }
 
 const ebnn_op_impl ebnn_impl_bmaxpool2d = {"BMAXPOOL2D", bmaxpool_check, no_prepare, bmaxpool_run,
@@ -199,12 +188,13 @@ struct ebnn_bconv_plan {
     ebnn_bconv_geometry g;
     const ebnn_kernels* k;
     size_t cg, og, cq, in_words, taps, mr, nr, blocks, block_words;
-    bool half;            /* the 32-bit kernel: kq = ceil(cg / 32) words of 32 bits per pixel */
+    unsigned word_bits;   /* of the kernel: 64 (bgemm), 32 (bgemm32) or 16 (bgemm16) */
+    bool half;            /* word_bits < 64: kq = ceil(cg / word_bits) narrow words per pixel */
     size_t kq;
     int32_t kbits; /* K = taps * cg */
     size_t hp, wp, plane; /* staged buffer per group: hp * wp * cq words */
     bool staged;
-    void* packed;         /* [G][blocks][taps * cq * NR] 64-bit words, or taps * kq * NR 32-bit words */
+    void* packed;         /* [G][blocks][taps * cq * NR] 64-bit words, or taps * kq * NR narrow words */
     size_t* tap_offset;   /* words from a pixel's first tap */
     int32_t* wsum;        /* zero padding: [O][taps] */
     size_t mt, nb;        /* task tile: pixels, channels (multiple of 64 and NR) */
@@ -238,7 +228,10 @@ ebnn_status ebnn_bconv_plan_create(const ebnn_bconv_geometry* g, const uint64_t*
         kernels->bgemm_mr == 0 || kernels->bgemm_mr > EBNN_MAX_MR ||
         (kernels->bgemm32 != NULL &&
          (kernels->bgemm32_nr == 0 || kernels->bgemm32_nr > 64 || 64 % kernels->bgemm32_nr != 0 ||
-          kernels->bgemm32_mr == 0 || kernels->bgemm32_mr > EBNN_MAX_MR))) {
+          kernels->bgemm32_mr == 0 || kernels->bgemm32_mr > EBNN_MAX_MR)) ||
+        (kernels->bgemm16 != NULL &&
+         (kernels->bgemm16_nr == 0 || kernels->bgemm16_nr > 64 || 64 % kernels->bgemm16_nr != 0 ||
+          kernels->bgemm16_mr == 0 || kernels->bgemm16_mr > EBNN_MAX_MR))) {
         return EBNN_ERROR_UNSUPPORTED;
     }
     ebnn_bconv_plan* p = calloc(1, sizeof(*p));
@@ -251,13 +244,20 @@ ebnn_status ebnn_bconv_plan_create(const ebnn_bconv_geometry* g, const uint64_t*
     p->in_words = div_up(g->in_c, 64);
     p->taps = g->kernel_h * g->kernel_w;
     p->kbits = (int32_t)(p->taps * p->cg);
-    p->half = kernels->bgemm32 != NULL && p->cg % 64 != 0 && p->cg % 64 <= 32;
-    p->kq = div_up(p->cg, 32);
-    p->mr = p->half ? kernels->bgemm32_mr : kernels->bgemm_mr;
-    p->nr = p->half ? kernels->bgemm32_nr : kernels->bgemm_nr;
+    /* a 64-bit word would be at most half (a quarter) full: the narrow kernels when the set has them */
+    p->word_bits = 64;
+    if (kernels->bgemm16 != NULL && p->cg % 64 != 0 && p->cg % 64 <= 16) {
+        p->word_bits = 16;
+    } else if (kernels->bgemm32 != NULL && p->cg % 64 != 0 && p->cg % 64 <= 32) {
+        p->word_bits = 32;
+    }
+    p->half = p->word_bits < 64;
+    p->kq = div_up(p->cg, p->word_bits);
+    p->mr = p->word_bits == 16 ? kernels->bgemm16_mr : p->half ? kernels->bgemm32_mr : kernels->bgemm_mr;
+    p->nr = p->word_bits == 16 ? kernels->bgemm16_nr : p->half ? kernels->bgemm32_nr : kernels->bgemm_nr;
     p->blocks = div_up(p->og, p->nr);
     p->block_words = p->taps * (p->half ? p->kq : p->cq) * p->nr; /* in words of the kernel */
-    const size_t word_bytes = p->half ? sizeof(uint32_t) : sizeof(uint64_t);
+    const size_t word_bytes = p->word_bits / 8;
     p->out_words = div_up(g->out_c, 64);
     const bool padded = g->pad_top || g->pad_bottom || g->pad_left || g->pad_right;
     p->staged = g->groups > 1 || padded;
@@ -281,8 +281,9 @@ ebnn_status ebnn_bconv_plan_create(const ebnn_bconv_geometry* g, const uint64_t*
     }
     for (size_t ky = 0; ky < g->kernel_h; ++ky) {
         for (size_t kx = 0; kx < g->kernel_w; ++kx) {
-            /* in 64-bit words of the staged buffer (32-bit words: twice as many) */
-            p->tap_offset[ky * g->kernel_w + kx] = (ky * g->dilation_h * p->wp + kx * g->dilation_w) * p->cq * (p->half ? 2 : 1);
+            /* in 64-bit words of the staged buffer (narrow words: 64 / word_bits times as many) */
+            p->tap_offset[ky * g->kernel_w + kx] =
+                (ky * g->dilation_h * p->wp + kx * g->dilation_w) * p->cq * (64 / p->word_bits);
         }
     }
     /* filter rows: [O][KH][KW] of cq words */
@@ -292,11 +293,18 @@ ebnn_status ebnn_bconv_plan_create(const ebnn_bconv_geometry* g, const uint64_t*
                 const size_t o = b * p->nr + j;
                 if (o >= p->og) continue;
                 const uint64_t* w = filter + (grp * p->og + o) * p->taps * p->cq;
-                if (p->half) {
+                if (p->word_bits == 32) {
                     uint32_t* block = (uint32_t*)p->packed + (grp * p->blocks + b) * p->block_words;
                     for (size_t t = 0; t < p->taps; ++t) {
                         for (size_t q = 0; q < p->kq; ++q) {
                             block[(t * p->kq + q) * p->nr + j] = (uint32_t)(w[t * p->cq + q / 2] >> (32 * (q % 2)));
+                        }
+                    }
+                } else if (p->word_bits == 16) {
+                    uint16_t* block = (uint16_t*)p->packed + (grp * p->blocks + b) * p->block_words;
+                    for (size_t t = 0; t < p->taps; ++t) {
+                        for (size_t q = 0; q < p->kq; ++q) {
+                            block[(t * p->kq + q) * p->nr + j] = (uint16_t)(w[t * p->cq + q / 4] >> (16 * (q % 4)));
                         }
                     }
                 } else {
@@ -377,7 +385,9 @@ static void bconv_tile(const bconv_job* job, size_t grp, size_t m0, size_t mcoun
     const ebnn_bconv_geometry* g = &p->g;
     const size_t n_rows = p->mt + p->mr;
     const uint64_t** rows = (const uint64_t**)(void*)scratch;
+    /* the narrow kernels' row pointers share one array (its memory holds one type per plan) */
     const uint32_t** rows32 = (const uint32_t**)(void*)(scratch + n_rows * sizeof(void*));
+    const uint16_t** rows16 = (const uint16_t**)(void*)(scratch + n_rows * sizeof(void*));
     int32_t* acc = (int32_t*)(void*)(scratch + 2 * n_rows * sizeof(void*));
     int32_t* corr = acc + p->mr * p->nr;
     uint64_t* words = (uint64_t*)(void*)(corr + p->mr * p->nr);
@@ -394,9 +404,13 @@ static void bconv_tile(const bconv_job* job, size_t grp, size_t m0, size_t mcoun
         } else {
             rows[r] = rows[mcount - 1]; /* a last partial MR group repeats its last pixel */
         }
-        /* the same rows as 32-bit words (little-endian: word 2q holds bits 64q..64q+31); the
-           kernel reads them with may-alias vector loads */
-        rows32[r] = (const uint32_t*)(const void*)rows[r];
+        /* the same rows as 32-bit (16-bit) words (little-endian: word 2q holds bits 64q..64q+31);
+           the kernel reads them with may-alias loads */
+        if (p->word_bits == 16) {
+            rows16[r] = (const uint16_t*)(const void*)rows[r];
+        } else {
+            rows32[r] = (const uint32_t*)(const void*)rows[r];
+        }
     }
     for (size_t b = b0; b < b1; ++b) {
         const size_t block = (grp * p->blocks + b) * p->block_words;
@@ -404,7 +418,9 @@ static void bconv_tile(const bconv_job* job, size_t grp, size_t m0, size_t mcoun
         const size_t nc = min_size(p->nr, p->og - b * p->nr);
         for (size_t i = 0; i < mcount; i += p->mr) {
             const size_t n = min_size(p->mr, mcount - i);
-            if (p->half) {
+            if (p->word_bits == 16) {
+                p->k->bgemm16(p->taps, p->kq, rows16 + i, p->tap_offset, (const uint16_t*)p->packed + block, acc);
+            } else if (p->half) {
                 p->k->bgemm32(p->taps, p->kq, rows32 + i, p->tap_offset, (const uint32_t*)p->packed + block, acc);
             } else {
                 p->k->bgemm(p->taps, p->cq, rows + i, p->tap_offset, (const uint64_t*)p->packed + block, acc);

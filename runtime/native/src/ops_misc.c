@@ -84,8 +84,12 @@ typedef struct elementwise_job {
 #define ELEMENTWISE_LOOPS(CODE)                                                                   \
     do {                                                                                          \
         switch (job->bc.kind) {                                                                   \
-            case 1:                                                                               \
-                for (size_t i = begin; i < end; ++i) y[i] = clampf(APPLY(CODE, a[i], b[i]), lo, hi); \
+            case 1: /* the clamp is the identity without bounds: a loop without it (residual ADDs) */ \
+                if (unbounded) {                                                                  \
+                    for (size_t i = begin; i < end; ++i) y[i] = APPLY(CODE, a[i], b[i]);          \
+                } else {                                                                          \
+                    for (size_t i = begin; i < end; ++i) y[i] = clampf(APPLY(CODE, a[i], b[i]), lo, hi); \
+                }                                                                                 \
                 break;                                                                            \
             case 2: {                                                                             \
                 const float s = b[0];                                                             \
@@ -128,6 +132,7 @@ static void elementwise_task(void* context, size_t task, size_t thread) {
     const float *a = job->a, *b = job->b;
     float* y = job->y;
     const float lo = job->lo, hi = job->hi;
+    const bool unbounded = lo == -INFINITY && hi == INFINITY;
     size_t total = job->bc.out[0] * job->bc.out[1] * job->bc.out[2] * job->bc.out[3];
     if (job->bc.kind == 4) total /= job->bc.out[3];
     const size_t begin = task * job->chunk;

@@ -20,7 +20,8 @@ static const ebnn_kernels* kernel_set(const char* name) {
 
 static void test_bgemm(const ebnn_kernels* k, rng* r, size_t iterations) {
     for (size_t it = 0; it < iterations; ++it) {
-        const size_t taps = rng_range(r, 1, 49), cq = rng_range(r, 1, 6);
+        /* sometimes more than 31 words per tap: SIMD byte counters fold inside a tap */
+        const size_t taps = rng_range(r, 1, 49), cq = it % 8 == 7 ? rng_range(r, 30, 70) : rng_range(r, 1, 6);
         const size_t span = 64 + taps * 8 + cq;
         uint64_t* data = ebnn_aligned_alloc(span * sizeof(uint64_t) * 2);
         uint64_t* w = ebnn_aligned_alloc(taps * cq * k->bgemm_nr * sizeof(uint64_t));
@@ -55,7 +56,7 @@ static void test_bgemm(const ebnn_kernels* k, rng* r, size_t iterations) {
 static void test_bgemm32(const ebnn_kernels* k, rng* r, size_t iterations) {
     if (k->bgemm32 == NULL) return;
     for (size_t it = 0; it < iterations; ++it) {
-        const size_t taps = rng_range(r, 1, 49), kq = rng_range(r, 1, 5);
+        const size_t taps = rng_range(r, 1, 49), kq = it % 8 == 7 ? rng_range(r, 30, 70) : rng_range(r, 1, 5);
         const size_t span = 64 + taps * 8 + kq;
         uint32_t* data = ebnn_aligned_alloc(span * sizeof(uint32_t) * 2);
         uint32_t* w = ebnn_aligned_alloc(taps * kq * k->bgemm32_nr * sizeof(uint32_t));
@@ -76,6 +77,41 @@ static void test_bgemm32(const ebnn_kernels* k, rng* r, size_t iterations) {
                 if (acc[i * k->bgemm32_nr + j] != want) {
                     fail("%s bgemm32 taps=%zu kq=%zu [%zu][%zu]: %d != %d", k->name, taps, kq, i, j,
                          acc[i * k->bgemm32_nr + j], want);
+                }
+            }
+        }
+        ebnn_aligned_free(data);
+        ebnn_aligned_free(w);
+        free(offsets);
+        free(rows);
+        free(acc);
+    }
+}
+
+static void test_bgemm16(const ebnn_kernels* k, rng* r, size_t iterations) {
+    if (k->bgemm16 == NULL) return;
+    for (size_t it = 0; it < iterations; ++it) {
+        const size_t taps = rng_range(r, 1, 49), kq = it % 8 == 7 ? rng_range(r, 30, 70) : rng_range(r, 1, 5);
+        const size_t span = 64 + taps * 8 + kq;
+        uint16_t* data = ebnn_aligned_alloc(span * sizeof(uint16_t) * 2);
+        uint16_t* w = ebnn_aligned_alloc(taps * kq * k->bgemm16_nr * sizeof(uint16_t));
+        size_t* offsets = calloc(taps, sizeof(size_t));
+        const uint16_t** rows = calloc(k->bgemm16_mr, sizeof(uint16_t*));
+        int32_t* acc = calloc(k->bgemm16_mr * k->bgemm16_nr, sizeof(int32_t));
+        for (size_t i = 0; i < span * 2; ++i) data[i] = (uint16_t)rng_next(r);
+        for (size_t i = 0; i < taps * kq * k->bgemm16_nr; ++i) w[i] = (uint16_t)rng_next(r);
+        for (size_t t = 0; t < taps; ++t) offsets[t] = rng_range(r, 0, span - kq);
+        for (size_t i = 0; i < k->bgemm16_mr; ++i) rows[i] = data + rng_range(r, 0, span);
+        k->bgemm16(taps, kq, rows, offsets, w, acc);
+        for (size_t i = 0; i < k->bgemm16_mr; ++i) {
+            for (size_t j = 0; j < k->bgemm16_nr; ++j) {
+                int32_t want = 0;
+                for (size_t t = 0; t < taps; ++t)
+                    for (size_t q = 0; q < kq; ++q)
+                        want += __builtin_popcount((unsigned)(rows[i][offsets[t] + q] ^ w[(t * kq + q) * k->bgemm16_nr + j]));
+                if (acc[i * k->bgemm16_nr + j] != want) {
+                    fail("%s bgemm16 taps=%zu kq=%zu [%zu][%zu]: %d != %d", k->name, taps, kq, i, j,
+                         acc[i * k->bgemm16_nr + j], want);
                 }
             }
         }
@@ -407,6 +443,50 @@ static void test_bconv_bits(const ebnn_kernels* k, rng* r, size_t iterations) {
     }
 }
 
+static void test_bmaxpool(const ebnn_kernels* k, rng* r, size_t iterations) {
+    if (k->bmaxpool_row == NULL) return;
+    for (size_t it = 0; it < iterations; ++it) {
+        ebnn_bpool_params p;
+        p.words = rng_range(r, 1, 7);
+        p.kernel_h = rng_range(r, 1, 4), p.kernel_w = rng_range(r, 1, 4);
+        p.stride_h = rng_range(r, 1, 3), p.stride_w = rng_range(r, 1, 3);
+        p.pad_top = rng_range(r, 0, p.kernel_h - 1), p.pad_left = rng_range(r, 0, p.kernel_w - 1);
+        const size_t pad_bottom = rng_range(r, 0, p.kernel_h - 1), pad_right = rng_range(r, 0, p.kernel_w - 1);
+        p.in_h = rng_range(r, p.kernel_h, 11), p.in_w = rng_range(r, p.kernel_w, 11);
+        const size_t out_h = ebnn_out_size(p.in_h, p.kernel_h, p.stride_h, 1, p.pad_top, pad_bottom);
+        p.out_w = ebnn_out_size(p.in_w, p.kernel_w, p.stride_w, 1, p.pad_left, pad_right);
+        const size_t cells = p.in_h * p.in_w * p.words;
+        uint64_t* in = ebnn_aligned_alloc(cells * sizeof(uint64_t));
+        uint64_t* out = calloc(p.out_w * p.words + 1, sizeof(uint64_t));
+        /* mostly ones, so that ANDs over a window are not all zero */
+        for (size_t i = 0; i < cells; ++i) in[i] = rng_next(r) | rng_next(r) | rng_next(r);
+        for (size_t oy = 0; oy < out_h; ++oy) {
+            out[p.out_w * p.words] = 0x5a5a5a5a5a5a5a5aull;
+            k->bmaxpool_row(&p, in, out, oy);
+            if (out[p.out_w * p.words] != 0x5a5a5a5a5a5a5a5aull) fail("%s bmaxpool wrote past its row", k->name);
+            for (size_t ox = 0; ox < p.out_w; ++ox) {
+                for (size_t q = 0; q < p.words; ++q) {
+                    uint64_t want = ~0ull;
+                    for (size_t ky = 0; ky < p.kernel_h; ++ky)
+                        for (size_t kx = 0; kx < p.kernel_w; ++kx) {
+                            const long iy = (long)(oy * p.stride_h + ky) - (long)p.pad_top;
+                            const long ix = (long)(ox * p.stride_w + kx) - (long)p.pad_left;
+                            if (iy < 0 || ix < 0 || iy >= (long)p.in_h || ix >= (long)p.in_w) continue;
+                            want &= in[((size_t)iy * p.in_w + (size_t)ix) * p.words + q];
+                        }
+                    if (out[ox * p.words + q] != want) {
+                        fail("%s bmaxpool k%zux%zu s%zu,%zu (%zu,%zu,%zu): %016" PRIx64 " != %016" PRIx64,
+                             k->name, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, oy, ox, q,
+                             out[ox * p.words + q], want);
+                    }
+                }
+            }
+        }
+        ebnn_aligned_free(in);
+        free(out);
+    }
+}
+
 int main(int argc, char** argv) {
     const uint64_t seed = strtoull(arg_value(argc, argv, "--seed", "1"), NULL, 10);
     const size_t iterations = strtoull(arg_value(argc, argv, "--iterations", "60"), NULL, 10);
@@ -431,6 +511,7 @@ int main(int argc, char** argv) {
         const int before = failures;
         test_bgemm(k, &r, iterations * 2);
         test_bgemm32(k, &r, iterations);
+        test_bgemm16(k, &r, iterations);
         test_bconv(k, &r, iterations, NULL);
         test_bconv(k, &r, iterations / 2 + 1, pool);
         test_fgemm(k, &r, iterations * 2, false);
@@ -439,10 +520,12 @@ int main(int argc, char** argv) {
         test_bitpack(k, &r, iterations * 2);
         test_bconv_out(k, &r, iterations * 2);
         test_bconv_bits(k, &r, iterations * 4);
+        test_bmaxpool(k, &r, iterations);
         printf("%s: bgemm %zu, bconv %zu (1 and 2 threads), fgemm %zu, dwconv %zu, bitpack %zu, "
-               "bconv_out %zu, bconv_bits %zu cases: %s\n",
+               "bconv_out %zu, bconv_bits %zu, bmaxpool %zu cases: %s\n",
                k->name, iterations * 2, iterations + iterations / 2 + 1, iterations * 2, iterations,
-               iterations * 2, iterations * 2, iterations * 4, failures == before ? "ok" : "FAILED");
+               iterations * 2, iterations * 2, iterations * 4, k->bmaxpool_row != NULL ? iterations : 0,
+               failures == before ? "ok" : "FAILED");
         ++sets;
     }
     ebnn_pool_destroy(pool);

@@ -1,5 +1,5 @@
 /* The scalar kernel set: portable C (no ISA flags), the reference every SIMD kernel is tested
-   against, and the kernels of any CPU without a SIMD set (aarch64 until issue 13's NEON set). */
+   against, and the kernels of any CPU without a SIMD set (the 32-bit armv7 build). */
 #include <string.h>
 
 #include "../kernels.h"
@@ -107,6 +107,26 @@ static void bconv_bits_scalar(size_t mr, size_t nc, size_t nr, const int32_t* ac
     }
 }
 
+static void bmaxpool_row_scalar(const ebnn_bpool_params* p, const uint64_t* in, uint64_t* out,
+                                size_t oy) {
+    const size_t cq = p->words;
+    for (size_t ox = 0; ox < p->out_w; ++ox) {
+        uint64_t* o = out + ox * cq;
+        for (size_t q = 0; q < cq; ++q) o[q] = ~0ull;
+        for (size_t ky = 0; ky < p->kernel_h; ++ky) {
+            const ptrdiff_t iy = (ptrdiff_t)(oy * p->stride_h + ky) - (ptrdiff_t)p->pad_top;
+            if (iy < 0 || iy >= (ptrdiff_t)p->in_h) continue;
+            for (size_t kx = 0; kx < p->kernel_w; ++kx) {
+                const ptrdiff_t ix = (ptrdiff_t)(ox * p->stride_w + kx) - (ptrdiff_t)p->pad_left;
+                if (ix < 0 || ix >= (ptrdiff_t)p->in_w) continue;
+                /* max of +-1 is -1 only when all are -1: AND of the bits */
+                const uint64_t* cell = in + ((size_t)iy * p->in_w + (size_t)ix) * cq;
+                for (size_t q = 0; q < cq; ++q) o[q] &= cell[q];
+            }
+        }
+    }
+}
+
 const ebnn_kernels ebnn_kernels_scalar = {
     .name = "scalar",
     .bgemm_mr = BGEMM_MR,
@@ -119,4 +139,5 @@ const ebnn_kernels ebnn_kernels_scalar = {
     .bitpack = bitpack_scalar,
     .bconv_out = bconv_out_scalar,
     .bconv_bits = bconv_bits_scalar,
+    .bmaxpool_row = bmaxpool_row_scalar,
 };
