@@ -51,7 +51,7 @@ MODELS = {"fmnist-bnn": 28, "resnet20": 32, "quicknet-small": 224}
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 COUNT_MODEL = ROOT / "runtime" / "native" / "build" / "aarch64" / "count_model"
 GOALS = {"per_mac": 0.05, "x_float": 4.0}
-PUBLISHED_MS = {"quicknet-small": 27.7}  # LCE README, RPi 4B, 1 thread (shared/FIELD_NOTES.md 4)
+PUBLISHED_MS = {"quicknet-small": 27.7}  # LCE README, RPi 4B, 1 thread (larq/compute-engine docs)
 A72_GHZ = 1.5  # the Pi 4B's Cortex-A72 clock (1.8 GHz on newer boards)
 
 
