@@ -44,8 +44,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 MODELS = {"fmnist-bnn": 28, "resnet20": 32, "quicknet-small": 224}
 SYSROOT = Path("/usr/aarch64-linux-gnu")
@@ -53,28 +51,6 @@ COUNT_MODEL = ROOT / "runtime" / "native" / "build" / "aarch64" / "count_model"
 GOALS = {"per_mac": 0.05, "x_float": 4.0}
 PUBLISHED_MS = {"quicknet-small": 27.7}  # LCE README, RPi 4B, 1 thread (larq/compute-engine docs)
 A72_GHZ = 1.5  # the Pi 4B's Cortex-A72 clock (1.8 GHz on newer boards)
-
-
-def bconv_onnx(cin: int, cout: int, size: int, seed: int = 0) -> bytes:
-    """Binarizer -> one-padding -> 3x3 binary conv (+-a_o weights) -> global average pool, NCHW."""
-    rng = np.random.default_rng(seed)
-    signs = np.where(rng.standard_normal((cout, cin, 3, 3)) >= 0, 1.0, -1.0)
-    weights = (signs * rng.uniform(0.5, 1.5, (cout, 1, 1, 1))).astype(np.float32)
-    constants = {"zero": np.float32(0), "one": np.float32(1), "minus_one": np.float32(-1), "w": weights,
-                 "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pad_value": np.float32(1)}  # fmt: skip
-    nodes = [
-        helper.make_node("GreaterOrEqual", ["input", "zero"], ["ge"]),
-        helper.make_node("Where", ["ge", "one", "minus_one"], ["signs"]),
-        helper.make_node("Pad", ["signs", "pads", "pad_value"], ["padded"], mode="constant"),
-        helper.make_node("Conv", ["padded", "w"], ["conv"], name="layer"),
-        helper.make_node("GlobalAveragePool", ["conv"], ["logits"]),
-    ]
-    io_info = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, cin, size, size]),
-               helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, cout, 1, 1])]  # fmt: skip
-    initializers = [numpy_helper.from_array(np.asarray(v), n) for n, v in constants.items()]
-    graph = helper.make_graph(nodes, "layer", io_info[:1], io_info[1:], initializers)
-    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18)])
-    return model.SerializeToString()
 
 
 def count_native(model: Path, kernel: str = "neon") -> dict:
@@ -98,6 +74,8 @@ def count_native(model: Path, kernel: str = "neon") -> dict:
 
 
 def inner_loop(folder: Path, say) -> dict:
+    from native_vs_lce import bconv_onnx
+
     from converter.conversion import convert
 
     subprocess.run(["nice", "-n", "10", "make", "-s", "-j2", "-C", str(ROOT / "runtime" / "native"),

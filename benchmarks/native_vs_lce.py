@@ -83,12 +83,12 @@ LAYERS = [
 MODELS = {"fmnist-bnn": 28, "resnet20": 32, "quicknet-small": 224}
 
 
-def layer_onnx(layer: Layer, seed: int = 0) -> bytes:
+def bconv_onnx(cin: int, cout: int, size: int, kernel: int = 3, seed: int = 0) -> bytes:
     """Binarizer -> one-padding -> binary conv (+-a_o weights) -> global average pool, NCHW."""
     rng = np.random.default_rng(seed)
-    c, k, pad = layer.channels, layer.kernel, (layer.kernel - 1) // 2
-    signs = np.where(rng.standard_normal((c, c, k, k)) >= 0, 1.0, -1.0)
-    weights = (signs * rng.uniform(0.5, 1.5, (c, 1, 1, 1))).astype(np.float32)
+    pad = (kernel - 1) // 2
+    signs = np.where(rng.standard_normal((cout, cin, kernel, kernel)) >= 0, 1.0, -1.0)
+    weights = (signs * rng.uniform(0.5, 1.5, (cout, 1, 1, 1))).astype(np.float32)
     constants = {"zero": np.float32(0), "one": np.float32(1), "minus_one": np.float32(-1), "w": weights,
                  "pads": np.array([0, 0, pad, pad, 0, 0, pad, pad], np.int64), "pad_value": np.float32(1)}  # fmt: skip
     nodes = [
@@ -98,12 +98,17 @@ def layer_onnx(layer: Layer, seed: int = 0) -> bytes:
         helper.make_node("Conv", ["padded", "w"], ["conv"], name="layer"),
         helper.make_node("GlobalAveragePool", ["conv"], ["logits"]),
     ]
-    io_info = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, layer.size, layer.size]),
-               helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, c, 1, 1])]  # fmt: skip
+    io_info = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, cin, size, size]),
+               helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, cout, 1, 1])]  # fmt: skip
     initializers = [numpy_helper.from_array(np.asarray(v), n) for n, v in constants.items()]
     graph = helper.make_graph(nodes, "layer", io_info[:1], io_info[1:], initializers)
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18)])
     return model.SerializeToString()
+
+
+def layer_onnx(layer: Layer, seed: int = 0) -> bytes:
+    """One of ``LAYERS`` as a single-layer graph (``bconv_onnx`` with equal in/out channels)."""
+    return bconv_onnx(layer.channels, layer.channels, layer.size, layer.kernel, seed)
 
 
 def zoo_onnx(name: str, size: int):
