@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", help="TOML file overriding the defaults (see docs/pipeline.md)")
     parser.add_argument(
-        "--full", action="store_true", help="the full recipe: width-96 layout, 28 baseline epochs, then 2 joint epochs of LNS and of plain fine-tuning"
+        "--full",
+        action="store_true",
+        help="the full recipe: width-96 layout, 28 baseline epochs, then 2 joint epochs of LNS and of plain fine-tuning",
     )
     parser.add_argument("--out", help="run folder (default runs/demo, or runs/full with --full)")
     parser.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's)")
